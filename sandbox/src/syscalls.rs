@@ -257,8 +257,10 @@ pub const FORK_WAIT: &[Syscall] = &[
 ];
 
 /// What [`crate::spawn`] needs: fork, place descriptors, set the parent-death
-/// signal, exec. Only the master starts programs.
+/// signal, exec. Only the master starts programs. The program then starts
+/// under the spawner's filter, so the spawner also needs [`EXEC_START`].
 pub const SPAWN: &[Syscall] = &[
+    allow!(SYS_openat, "open /dev/null for the child's stdin"),
     allow!(
         SYS_clone,
         "fork for spawn, with exactly glibc's fork flags",
@@ -291,6 +293,42 @@ pub const SPAWN: &[Syscall] = &[
     ),
     allow!(SYS_wait4, "reap children"),
     allow!(SYS_kill, "stop children"),
+];
+
+/// What the dynamic loader and Rust's runtime do between `execve` and
+/// `main`. A process needs these only when programs it starts run under its
+/// filter before they install their own (the master): seccomp filters are
+/// inherited across `execve` and can only narrow. This is the widest group:
+/// it allows executable mappings (the loader maps libraries), which each
+/// daemon's own [`BASE`] takes away again.
+pub const EXEC_START: &[Syscall] = &[
+    allow!(SYS_execve, "run a daemon binary"),
+    allow!(
+        SYS_mmap,
+        "the loader maps the program's libraries, executable"
+    ),
+    allow!(
+        SYS_mprotect,
+        "the loader applies RELRO and segment protections"
+    ),
+    allow!(
+        SYS_openat,
+        "the loader opens libraries; std reads /proc/self/maps"
+    ),
+    allow!(SYS_pread64, "the loader reads ELF program headers"),
+    #[cfg(target_arch = "x86_64")]
+    allow!(SYS_access, "the loader looks for /etc/ld.so.preload"),
+    allow!(SYS_faccessat, "the loader looks for /etc/ld.so.preload"),
+    allow!(SYS_faccessat2, "the loader looks for /etc/ld.so.preload"),
+    #[cfg(target_arch = "x86_64")]
+    allow!(SYS_arch_prctl, "glibc sets up thread-local storage"),
+    allow!(SYS_set_tid_address, "glibc registers the thread id address"),
+    allow!(SYS_set_robust_list, "glibc registers the robust futex list"),
+    allow!(SYS_prlimit64, "glibc and std read the stack limit"),
+    allow!(
+        SYS_sched_getaffinity,
+        "glibc's pthread_getattr_np, used by std at start"
+    ),
 ];
 
 /// Serving TCP connections on a listening socket the master passed in.
@@ -384,6 +422,7 @@ mod tests {
             ("THREADS", THREADS),
             ("FORK_WAIT", FORK_WAIT),
             ("SPAWN", SPAWN),
+            ("EXEC_START", EXEC_START),
             ("ACCEPT_TCP", ACCEPT_TCP),
             ("CONNECT_TCP", CONNECT_TCP),
             ("FILES_READ", FILES_READ),

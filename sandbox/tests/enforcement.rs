@@ -961,8 +961,55 @@ fn spawn_places_fds_and_kills_orphans(_dir: &Path) -> Outcome {
     Ok(())
 }
 
-/// Started by `spawn_places_fds_and_kills_orphans`: spawns the grandchild
-/// with `sandbox::spawn`, relays its report, and exits at once.
+/// Syscalls the grandchild's checks make, under the filter it inherits.
+#[cfg(target_arch = "x86_64")]
+const READLINK: Syscall = Syscall::new("SYS_readlink", libc::SYS_readlink, "test: list fds");
+#[cfg(not(target_arch = "x86_64"))]
+const READLINK: Syscall = Syscall::new("SYS_readlinkat", libc::SYS_readlinkat, "test: list fds");
+const GRANDCHILD_CALLS: &[Syscall] = &[
+    READLINK,
+    Syscall::new("SYS_readlinkat", libc::SYS_readlinkat, "test: list fds"),
+    Syscall::new(
+        "SYS_sendto",
+        libc::SYS_sendto,
+        "test: report on the control channel",
+    ),
+    Syscall::new("SYS_recvfrom", libc::SYS_recvfrom, "test: read the report"),
+    Syscall::new("SYS_prctl", libc::SYS_prctl, "test: read the death signal")
+        .when(&[&[ArgCheck::eq(0, libc::PR_GET_PDEATHSIG as u64)]]),
+];
+
+/// The landlock rules a spawner needs so that its children can start:
+/// execute the binary and the libraries, read the loader cache, open
+/// /dev/null. (/proc is for the grandchild's checks.)
+fn spawner_rules(exe: &Path) -> Result<Vec<FsRule>, String> {
+    let mut rules = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let exe_dir = exe.parent().ok_or("the binary has no directory")?;
+    let mut add = |path: &Path, access: FsAccess| {
+        if let Ok(real) = fs::canonicalize(path) {
+            if seen.insert(real.clone()) {
+                rules.push(FsRule {
+                    path: real,
+                    access,
+                    why: "test: start a program",
+                });
+            }
+        }
+    };
+    add(exe_dir, FsAccess::EXEC);
+    for lib in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+        add(Path::new(lib), FsAccess::EXEC);
+    }
+    add(Path::new("/etc/ld.so.cache"), FsAccess::READ_ONLY);
+    add(Path::new("/dev/null"), FsAccess::READ_WRITE);
+    add(Path::new("/proc"), FsAccess::READ_ONLY);
+    Ok(rules)
+}
+
+/// Started by `spawn_places_fds_and_kills_orphans`: sandboxes itself as a
+/// spawner (the master's groups), spawns the grandchild with
+/// `sandbox::spawn`, relays its report, and exits at once.
 fn helper_intermediate() -> Outcome {
     let (mine, theirs) = expect_ok(
         "socketpair",
@@ -974,6 +1021,18 @@ fn helper_intermediate() -> Outcome {
         )),
     )?;
     let exe = expect_ok("current_exe", std::env::current_exe())?;
+    let profile = Profile {
+        fs: spawner_rules(&exe)?,
+        syscalls: syscalls::set(&[
+            syscalls::BASE,
+            syscalls::SPAWN,
+            syscalls::EXEC_START,
+            syscalls::FILES_READ,
+            GRANDCHILD_CALLS,
+        ]),
+        ..Profile::new("spawner")
+    };
+    applied(&profile)?;
     let stdout = io::stdout();
     use std::os::fd::AsFd;
     let mut spec = sandbox::Spawn::new(&exe, theirs.as_fd());
@@ -1000,7 +1059,8 @@ fn helper_intermediate() -> Outcome {
 }
 
 /// The spawned daemon's view: fd 3 is the control channel, nothing else
-/// above stderr, no environment, SIGKILL armed for the parent's death.
+/// above stderr, no environment, SIGKILL armed for the parent's death. It
+/// runs under the filter and ruleset inherited from the intermediate.
 fn helper_grandchild() -> Outcome {
     let mut problems = Vec::new();
     let death = nix::sys::prctl::get_pdeathsig();
