@@ -1,16 +1,16 @@
 //! Collections whose maximum length is part of their type.
 //!
 //! Trusts: nothing about a decoded length. Does not trust: a peer's length prefix.
-//! `BoundedVec`'s `Deserialize` refuses a declared length above `MAX` before it reads
-//! an element, never reserves more than `MAX` slots, and stops after `MAX + 1`
-//! elements even when the format does not declare a length. `BoundedBytes` and
-//! `BoundedString` check the length of the borrowed input before copying it.
+//! `BoundedVec`'s `Deserialize` reads the declared length itself and refuses one above
+//! `MAX` before it reads or allocates any element; `BoundedBytes` and `BoundedString`
+//! check the length of the borrowed input before copying it.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::codec::reject_length;
@@ -101,11 +101,24 @@ impl<'a, T, const MAX: usize> IntoIterator for &'a BoundedVec<T, MAX> {
     }
 }
 
+// The length travels as the first element of a tuple rather than as a sequence's
+// length prefix, so that `Deserialize` can read it and refuse it before any element.
+// Postcard writes a tuple as its bare elements and a sequence as a varint length and
+// its elements, so the bytes are exactly those of a `Vec<T>`.
 impl<T: Serialize, const MAX: usize> Serialize for BoundedVec<T, MAX> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        let mut tuple = s.serialize_tuple(self.0.len() + 1)?;
+        tuple.serialize_element(&self.0.len())?;
+        for item in &self.0 {
+            tuple.serialize_element(item)?;
+        }
+        tuple.end()
     }
 }
+
+/// Slots reserved before elements arrive; beyond this the list grows only as
+/// elements are actually decoded, so a short input cannot make a large allocation.
+const PREALLOCATE_MAX: usize = 64;
 
 impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for BoundedVec<T, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -115,28 +128,28 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for BoundedVec
             type Value = BoundedVec<T, MAX>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a list of at most {MAX} elements")
+                write!(f, "a length of at most {MAX} and that many elements")
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                // Postcard hides a declared length that exceeds the remaining input (the
-                // hint is then `None`); the loop below bounds that case.
-                let declared = seq.size_hint().unwrap_or(0);
+                let declared: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
                 if declared > MAX {
                     return Err(reject_length(BoundedVec::<T, MAX>::TOO_LONG));
                 }
-                let mut items = Vec::with_capacity(declared);
-                while let Some(item) = seq.next_element()? {
-                    if items.len() == MAX {
-                        return Err(reject_length(BoundedVec::<T, MAX>::TOO_LONG));
-                    }
+                let mut items = Vec::with_capacity(declared.min(PREALLOCATE_MAX));
+                for read in 0..declared {
+                    let item = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(read + 1, &self))?;
                     items.push(item);
                 }
                 Ok(BoundedVec(items))
             }
         }
 
-        d.deserialize_seq(Elements::<T, MAX>(PhantomData))
+        d.deserialize_tuple(MAX.saturating_add(1), Elements::<T, MAX>(PhantomData))
     }
 }
 
@@ -325,6 +338,43 @@ mod tests {
         assert!(v.push(2).is_ok());
         assert_eq!(v.push(3).map_err(|(item, _)| item), Err(3));
         assert_eq!(v.as_slice(), &[1, 2]);
+    }
+
+    #[test]
+    fn no_element_is_read_when_the_length_is_over_the_bound() {
+        use std::cell::Cell;
+        thread_local! {
+            static READ: Cell<usize> = const { Cell::new(0) };
+        }
+        struct Counted;
+        impl<'de> Deserialize<'de> for Counted {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                READ.with(|n| n.set(n.get() + 1));
+                u8::deserialize(d).map(|_| Counted)
+            }
+        }
+        let bytes = [5, 0, 0, 0, 0, 0];
+        assert!(postcard::from_bytes::<BoundedVec<Counted, 4>>(&bytes).is_err());
+        assert_eq!(READ.with(Cell::get), 0);
+        assert!(postcard::from_bytes::<BoundedVec<Counted, 5>>(&bytes).is_ok());
+        assert_eq!(READ.with(Cell::get), 5);
+    }
+
+    #[test]
+    fn wire_form_is_that_of_a_plain_vec() {
+        let items = vec![1u32, 300, 70000];
+        let bounded = BoundedVec::<u32, 8>::try_from(items.clone()).unwrap();
+        let plain = postcard::to_allocvec(&items).unwrap();
+        assert_eq!(postcard::to_allocvec(&bounded).unwrap(), plain);
+        assert_eq!(
+            postcard::from_bytes::<BoundedVec<u32, 8>>(&plain).unwrap(),
+            bounded
+        );
+        let empty = postcard::to_allocvec(&Vec::<u32>::new()).unwrap();
+        assert_eq!(
+            postcard::to_allocvec(&BoundedVec::<u32, 8>::new()).unwrap(),
+            empty
+        );
     }
 
     #[test]

@@ -347,6 +347,15 @@ mod tests {
     }
 
     #[test]
+    fn pair_is_close_on_exec() {
+        let (a, b) = Channel::pair().unwrap();
+        for end in [&a, &b] {
+            let flags = rustix::io::fcntl_getfd(end.as_fd()).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+    }
+
+    #[test]
     fn no_credentials_without_passcred() {
         let (a, b) = Channel::pair().unwrap();
         b.set_passcred(false).unwrap();

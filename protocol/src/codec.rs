@@ -235,20 +235,21 @@ mod tests {
     }
 
     #[test]
-    fn oversized_collection_from_a_tiny_input_allocates_nothing() {
-        // Variant 1 (`Units`), then a length varint of 268_435_455 in four bytes: zero-sized
-        // elements need no input bytes, so only the bound stops the loop.
-        let bytes = [1, 0xff, 0xff, 0xff, 0x7f];
-        assert_eq!(
-            decode::<Probe>(&bytes),
-            Err(DecodeError::OverBound(LengthError {
-                what: "list",
-                max: 4
-            }))
-        );
-        // The same length for `u32` elements: the input ends long before the count.
-        let bytes = [0, 0xff, 0xff, 0xff, 0x7f];
-        assert_eq!(decode::<Probe>(&bytes), Err(DecodeError::Truncated));
+    fn oversized_collection_from_a_tiny_input_is_refused_by_its_length() {
+        // Variant 0 (`Numbers`) or 1 (`Units`, whose elements take no input bytes), then a
+        // length varint of 268_435_455 in four bytes.
+        for variant in [0, 1] {
+            let bytes = [variant, 0xff, 0xff, 0xff, 0x7f];
+            assert_eq!(
+                decode::<Probe>(&bytes),
+                Err(DecodeError::OverBound(LengthError {
+                    what: "list",
+                    max: 4
+                }))
+            );
+        }
+        // A declared length within the bound but beyond the input is truncation.
+        assert_eq!(decode::<Probe>(&[0, 4, 1, 2]), Err(DecodeError::Truncated));
     }
 
     #[test]

@@ -554,38 +554,21 @@ mod tests {
         );
         assert!(LandlockReport::new(0, LandlockStatus::NotEnforced).is_ok());
 
-        // `Ready` (variant 1) whose capabilities claim an effective bit not permitted.
-        let ready = (
-            1u8,
-            0u32,
-            0u32,
-            (1u64, 0u64, 0u64, 0u64, 0u64),
-            true,
-            (7u32, 2u8),
-            true,
-            false,
-        );
-        let bytes = postcard::to_allocvec(&ready).unwrap();
+        // `Ready` (variant 1) with raw capability sets and landlock (abi, status).
+        let ready = |effective: u64, permitted: u64, abi: u32| {
+            let report = (0u32, 0u32, (effective, permitted, 0u64, 0u64, 0u64));
+            let rest = (true, (abi, 2u8), true, false);
+            decode::<ToMaster>(&postcard::to_allocvec(&(1u8, report, rest)).unwrap())
+        };
+        assert!(ready(1, 1, 7).is_ok());
         assert_eq!(
-            decode::<ToMaster>(&bytes),
+            ready(1, 0, 7),
             Err(DecodeError::Invalid(InvalidValue::SandboxReport(
                 ReportError::EffectiveNotPermitted { extra: 1 }
             )))
         );
-        // The same with consistent capabilities but landlock enforced at ABI 0.
-        let ready = (
-            1u8,
-            0u32,
-            0u32,
-            (1u64, 1u64, 0u64, 0u64, 0u64),
-            true,
-            (0u32, 2u8),
-            true,
-            false,
-        );
-        let bytes = postcard::to_allocvec(&ready).unwrap();
         assert_eq!(
-            decode::<ToMaster>(&bytes),
+            ready(1, 1, 0),
             Err(DecodeError::Invalid(InvalidValue::SandboxReport(
                 ReportError::LandlockWithoutAbi
             )))
