@@ -139,7 +139,10 @@ impl fmt::Display for FsAccess {
     }
 }
 
-/// One landlock grant: `access` beneath `path` (a directory, or a single file).
+/// One landlock grant: `access` beneath `path` (a directory, or a single
+/// file, for which directory rights are ignored). [`crate::apply`] opens the
+/// path after the identity change, as the daemon's uid, following symlinks;
+/// a path that cannot be opened then is a shortfall.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsRule {
     pub path: PathBuf,
@@ -344,7 +347,8 @@ impl Profile {
         }
         validate_ports("bind", &self.tcp_bind)?;
         validate_ports("connect", &self.tcp_connect)?;
-        validate_syscalls(&self.syscalls)
+        validate_syscalls(&self.syscalls)?;
+        crate::filter::build(&self.syscalls, self.on_violation).map(drop)
     }
 }
 
@@ -663,6 +667,11 @@ mod tests {
         let mut p = valid();
         p.syscalls.retain(|s| s.name != "exit_group");
         assert_eq!(p.validate(), Err(ProfileError::MissingExitGroup));
+        let mut p = valid();
+        static EMPTY: &[&[crate::syscalls::ArgCheck]] = &[&[]];
+        p.syscalls
+            .push(Syscall::new("SYS_getuid", libc::SYS_getuid, "x").when(EMPTY));
+        assert!(matches!(p.validate(), Err(ProfileError::Filter(_))));
         let mut p = valid();
         p.syscalls = vec![crate::syscalls::BASE[0]; crate::syscalls::MAX_SYSCALLS + 1];
         assert!(matches!(

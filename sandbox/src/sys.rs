@@ -78,8 +78,9 @@ pub(crate) fn openat2_errno() -> io::Error {
 
 /// Ask the kernel to execute `path` with an argv pointer it can only reject
 /// (EFAULT), so a sandbox that lets `execve` through is reported instead of
-/// replacing this process. Landlock's execute check and seccomp both act
-/// before argv is read (Linux 5.9+ opens the file first).
+/// replacing this process. Seccomp answers at syscall entry; since Linux 6.8
+/// the kernel opens the file (where landlock checks EXECUTE) before it reads
+/// argv, while older kernels answer EFAULT before landlock is asked.
 pub(crate) fn execve_errno(path: &CStr) -> io::Error {
     // The highest page of the address space is never user memory.
     let bad_argv = usize::MAX & !0xfff;

@@ -116,6 +116,18 @@ const SCENARIOS: &[Scenario] = &[
         run: kill_process_mode_dies_of_sigsys,
     },
     Scenario {
+        name: "abort_is_seen_as_sigabrt",
+        who: Who::Anyone,
+        expect: Expect::KilledBy(libc::SIGABRT),
+        run: abort_is_seen_as_sigabrt,
+    },
+    Scenario {
+        name: "accept_tcp_group_serves_a_connection",
+        who: Who::Anyone,
+        expect: Expect::Success,
+        run: accept_tcp_group_serves_a_connection,
+    },
+    Scenario {
         name: "required_refuses_a_missing_path",
         who: Who::Anyone,
         expect: Expect::Success,
@@ -480,7 +492,15 @@ fn landlock_paths(dir: &Path) -> Outcome {
             rule("a", FsAccess::MOVE_ACROSS),
             rule("b", FsAccess::MOVE_ACROSS),
         ],
-        syscalls: syscalls::set(&[syscalls::BASE, syscalls::FILES_WRITE]),
+        syscalls: syscalls::set(&[
+            syscalls::BASE,
+            syscalls::FILES_WRITE,
+            &[Syscall::new(
+                "SYS_execve",
+                libc::SYS_execve,
+                "test: landlock must refuse",
+            )],
+        ]),
         ..Profile::new("landlock-test")
     };
     let report = applied(&profile)?;
@@ -539,6 +559,15 @@ fn landlock_paths(dir: &Path) -> Outcome {
     )?;
     let text = expect_ok("read b/queued", fs::read_to_string(d("b/queued")))?;
     ensure!(text == "message", "b/queued read back {text:?}");
+    let targets = sandbox::ProbeTargets {
+        exec_path: "/bin/true".into(),
+        ..sandbox::ProbeTargets::default()
+    };
+    let exec = sandbox::probe::execve(&targets);
+    ensure!(
+        exec.denied && errno_detail_is(&exec, "EACCES"),
+        "execve: {exec:?}"
+    );
     // Without REFER on rw/, landlock refuses the cross-directory move (EXDEV).
     expect_errno(
         "rename rw/ -> b/",
@@ -739,6 +768,51 @@ fn kill_process_mode_dies_of_sigsys(_dir: &Path) -> Outcome {
     )?;
     let _ = socket_inet();
     Err("socket() returned in KillProcess mode".into())
+}
+
+fn abort_is_seen_as_sigabrt(_dir: &Path) -> Outcome {
+    applied(&Profile::new("abort-test"))?;
+    // What `panic = "abort"` does: the master must see SIGABRT, not a
+    // seccomp kill or a hang.
+    std::process::abort()
+}
+
+fn accept_tcp_group_serves_a_connection(_dir: &Path) -> Outcome {
+    // The listener comes from "the master" (made before apply); the client
+    // end stands in for a remote SMTP client.
+    let listener = expect_ok("listen", TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+    let addr = expect_ok("local_addr", listener.local_addr())?;
+    let mut client = expect_ok("connect", TcpStream::connect(addr))?;
+    let profile = Profile {
+        syscalls: syscalls::set(&[syscalls::BASE, syscalls::ACCEPT_TCP]),
+        ..Profile::new("smtpd")
+    };
+    applied(&profile)?;
+    let (mut session, peer) = expect_ok("accept", listener.accept())?;
+    ensure!(peer.ip().is_loopback(), "peer {peer}");
+    expect_ok(
+        "timeout",
+        session.set_read_timeout(Some(Duration::from_secs(5))),
+    )?;
+    expect_ok("greet", session.write_all(b"220 postern ESMTP\r\n"))?;
+    let mut greeting = [0u8; 19];
+    expect_ok("read greeting", client.read_exact(&mut greeting))?;
+    ensure!(
+        &greeting == b"220 postern ESMTP\r\n",
+        "greeting {greeting:?}"
+    );
+    expect_ok("send", client.write_all(b"QUIT\r\n"))?;
+    let mut quit = [0u8; 6];
+    expect_ok("read command", session.read_exact(&mut quit))?;
+    ensure!(&quit == b"QUIT\r\n", "command {quit:?}");
+    expect_ok("shutdown", session.shutdown(std::net::Shutdown::Both))?;
+    expect_errno("a new socket", socket_inet(), libc::EPERM)?;
+    expect_errno(
+        "an outgoing connection",
+        TcpStream::connect(addr),
+        libc::EPERM,
+    )?;
+    Ok(())
 }
 
 fn missing_path_profile(dir: &Path, enforcement: Enforcement) -> Profile {
