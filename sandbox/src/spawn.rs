@@ -7,7 +7,7 @@
 //!
 //! Trusts: the caller (the master) for the program and descriptors; checks
 //! that the strings can be passed to `execve`. The work after `fork` is in
-//! [`crate::sys`].
+//! the private `sys` module.
 //!
 //! The death signal fires when the *thread* that forked exits; the master
 //! is single-threaded, so that is the master. The kernel clears the signal

@@ -1,5 +1,5 @@
 //! The only module of Postern with `unsafe` code: raw system calls that have
-//! no safe wrapper in `nix`, and the fork/exec of [`crate::spawn`].
+//! no safe wrapper in `nix`, and the fork/exec of [`crate::spawn()`].
 //!
 //! Trusts: its callers inside this crate for the values passed (they are
 //! prepared and validated in safe code). Everything between `fork` and

@@ -256,7 +256,7 @@ pub const FORK_WAIT: &[Syscall] = &[
     ),
 ];
 
-/// What [`crate::spawn`] needs: fork, place descriptors, set the parent-death
+/// What [`crate::spawn()`] needs: fork, place descriptors, set the parent-death
 /// signal, exec. Only the master starts programs. The program then starts
 /// under the spawner's filter, so the spawner also needs [`EXEC_START`].
 pub const SPAWN: &[Syscall] = &[
