@@ -43,7 +43,7 @@ pub use profile::{
     Violation, PRIVILEGE_MAP_HEADER,
 };
 pub use report::{CapSets, LandlockStatus, Report, Shortfall, Step};
-pub use spawn::{spawn, Spawn, SpawnError};
+pub use spawn::{inherited_fd, spawn, Spawn, SpawnError};
 pub use syscalls::Syscall;
 
 /// Run every probe of [`probe::run`].

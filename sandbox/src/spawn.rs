@@ -154,6 +154,14 @@ pub fn spawn(spec: &Spawn<'_>) -> Result<Pid, SpawnError> {
         })
 }
 
+/// Takes over descriptor `fd` that the master placed for this daemon (3: the control channel;
+/// 4: the listener of an inet service). Each descriptor can be taken once; a second call, a
+/// descriptor outside 3..=63, or one that is not open is an error. The descriptor is made
+/// close-on-exec.
+pub fn inherited_fd(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    crate::sys::claim_inherited(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +259,36 @@ mod tests {
         spec.env = vec![];
         spec.args = vec![OsString::from("a\0b")];
         assert!(matches!(spawn(&spec), Err(SpawnError::Nul { .. })));
+    }
+
+    #[test]
+    fn inherited_fd_is_taken_once_and_only_above_stdio() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let raw = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+        assert!(
+            (3..64).contains(&raw),
+            "descriptor {raw} outside what the test expects"
+        );
+        let owned = inherited_fd(raw).unwrap();
+        assert_eq!(owned.as_raw_fd(), raw);
+        assert_eq!(
+            inherited_fd(raw).unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            inherited_fd(2).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            inherited_fd(64).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        drop(owned);
+        // Closed now, and already claimed: refused either way, never a second owner.
+        assert!(inherited_fd(raw).is_err());
+        assert_eq!(
+            inherited_fd(63).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The only module of Postern with `unsafe` code: raw system calls that have
-//! no safe wrapper in `nix`, and the fork/exec of [`crate::spawn()`].
+//! no safe wrapper in `nix`, the fork/exec of [`crate::spawn()`], and taking ownership of the
+//! descriptors a daemon inherits ([`crate::inherited_fd`]).
 //!
 //! Trusts: its callers inside this crate for the values passed (they are
 //! prepared and validated in safe code). Everything between `fork` and
@@ -301,4 +302,41 @@ unsafe fn child_after_fork(
         libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(report)
     }
+}
+
+/// Bit n set: descriptor n was taken over by [`claim_inherited`].
+static CLAIMED_FDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Takes ownership of descriptor `fd` that the parent placed for this process (a daemon's fd 3
+/// and 4), once per descriptor, and marks it close-on-exec.
+pub(crate) fn claim_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::sync::atomic::Ordering;
+    if !(3..64).contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not one a parent places (3 to 63)"),
+        ));
+    }
+    let bit = 1u64 << fd;
+    if CLAIMED_FDS.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("descriptor {fd} was already taken over"),
+        ));
+    }
+    // SAFETY: fcntl(F_GETFD) on any integer only reads the descriptor table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        CLAIMED_FDS.fetch_and(!bit, Ordering::SeqCst);
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; sets a flag on a descriptor that is open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        CLAIMED_FDS.fetch_and(!bit, Ordering::SeqCst);
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded). It is >= 3, so not one of std's stdio handles,
+    // and it was inherited across execve, so nothing in this process opened it; CLAIMED_FDS
+    // makes this the only OwnedFd ever created for it here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
