@@ -1,0 +1,434 @@
+//! Every daemon role's privileges, declared once: its `sandbox::Profile` (identity, capabilities,
+//! landlock paths, ports, syscalls), the channels the access matrix lets it ask for, and the
+//! privilege map rendered from these declarations for `postern check` and SECURITY.md.
+//!
+//! A role is the command name of a `master.cf` line (`smtpd`, `cleanup`, ...). Trusts: the
+//! settings (`main.cf` is written by the administrator), which are still checked: an identity must
+//! resolve to a non-root uid, paths must be absolute. Nothing here reads another process's bytes.
+//! Widening a role is a reviewed change to this file, SECURITY.md and a test.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use conf::MainCf;
+use sandbox::syscalls::{self, ArgCheck, Syscall};
+use sandbox::{Capability, Enforcement, FsAccess, FsRule, Identity, Profile, TcpPorts};
+
+/// The daemon roles that have a profile, in the order of ARCHITECTURE.md's process table.
+pub const ROLES: &[&str] = &[
+    "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
+];
+
+/// The master's capabilities after start-up (effective and permitted): change a child's ids,
+/// bind privileged ports on reload, signal children that run under other uids.
+pub const MASTER_CAPS: [Capability; 4] = [
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_KILL,
+];
+
+/// Kept in the master's bounding set only (not effective, not permitted): a child exec'd as root
+/// receives it, and needs it to empty its own bounding set before it changes uid.
+pub const MASTER_BOUNDING_EXTRA: Capability = Capability::CAP_SETPCAP;
+
+/// Who may ask the master for a channel to whom: `(client role, server role, what flows)`.
+/// `master.cf` can only narrow this (a service that is not configured cannot be reached).
+pub const ACCESS_MATRIX: &[(&str, &str, &str)] = &[
+    ("smtpd", "cleanup", "a new message from an SMTP client"),
+    ("smtpd", "auth", "SASL authentication"),
+    ("pickup", "cleanup", "a message from the maildrop"),
+    ("bounce", "cleanup", "a delivery status notification"),
+    ("cleanup", "qmgr", "wake-up: a new queue file"),
+    ("qmgr", "smtp", "a delivery request (queue file fd)"),
+    ("qmgr", "virtual", "a delivery request (queue file fd)"),
+    ("qmgr", "local", "a delivery request (queue file fd)"),
+    ("qmgr", "bounce", "a bounce or delay notice to send"),
+];
+
+/// Whether a process of role `from` may be handed a channel to a service of role `to`.
+pub fn may_connect(from: &str, to: &str) -> bool {
+    ACCESS_MATRIX.iter().any(|(f, t, _)| *f == from && *t == to)
+}
+
+/// The roles `role` may ask for a channel to.
+pub fn channels_of(role: &str) -> Vec<&'static str> {
+    ACCESS_MATRIX
+        .iter()
+        .filter(|(f, _, _)| *f == role)
+        .map(|(_, t, _)| *t)
+        .collect()
+}
+
+/// Whether the daemons run as root (and so change to their own uids) or as the invoking user
+/// (development: every daemon keeps that uid but is still sandboxed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunAs {
+    Root,
+    Unprivileged,
+}
+
+impl RunAs {
+    pub fn current() -> RunAs {
+        if nix::unistd::geteuid().is_root() {
+            RunAs::Root
+        } else {
+            RunAs::Unprivileged
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("no privileges are declared for the command {0:?} (known: {known})", known = ROLES.join(", "))]
+    UnknownRole(String),
+    #[error("parameter {name}: {source}")]
+    Setting {
+        name: &'static str,
+        #[source]
+        source: conf::ConfError,
+    },
+    #[error("{name} = {value}: not a user name or a numeric uid[:gid] other than 0")]
+    BadAccount { name: &'static str, value: String },
+    #[error("{name} = {value}: no such user in the passwd database (use a numeric uid[:gid])")]
+    NoSuchUser { name: &'static str, value: String },
+    #[error("{name} = {value}: cannot read the passwd database: {source}")]
+    Passwd {
+        name: &'static str,
+        value: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{name} = {value}: must be an absolute path")]
+    RelativePath { name: &'static str, value: String },
+    #[error("{name} = {value}: unknown value: {source}")]
+    Enforcement {
+        name: &'static str,
+        value: String,
+        #[source]
+        source: sandbox::ParseEnforcementError,
+    },
+}
+
+fn param(settings: &MainCf, name: &'static str) -> Result<String, PrivilegeError> {
+    settings
+        .get(name)
+        .map_err(|source| PrivilegeError::Setting { name, source })
+}
+
+fn path_param(settings: &MainCf, name: &'static str) -> Result<PathBuf, PrivilegeError> {
+    let value = param(settings, name)?;
+    let path = PathBuf::from(value.trim());
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(PrivilegeError::RelativePath { name, value })
+    }
+}
+
+/// Resolves a `*_user` setting: a user name (looked up in the passwd database; its primary
+/// group) or a numeric `uid[:gid]` that needs no passwd entry (the gid defaults to the uid).
+pub fn account(settings: &MainCf, name: &'static str) -> Result<Identity, PrivilegeError> {
+    let value = param(settings, name)?;
+    let value = value.trim();
+    let bad = || PrivilegeError::BadAccount {
+        name,
+        value: value.to_owned(),
+    };
+    let id = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+            .filter(|n| *n != 0 && *n != u32::MAX)
+    };
+    let (uid, gid) = if value.starts_with(|c: char| c.is_ascii_digit()) {
+        match value.split_once(':') {
+            Some((u, g)) => (id(u).ok_or_else(bad)?, id(g).ok_or_else(bad)?),
+            None => {
+                let uid = id(value).ok_or_else(bad)?;
+                (uid, uid)
+            }
+        }
+    } else {
+        if value.is_empty() || value == "root" || value.contains([':', '/']) {
+            return Err(bad());
+        }
+        let user = nix::unistd::User::from_name(value)
+            .map_err(|source| PrivilegeError::Passwd {
+                name,
+                value: value.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| PrivilegeError::NoSuchUser {
+                name,
+                value: value.to_owned(),
+            })?;
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+        if uid == 0 || gid == 0 {
+            return Err(bad());
+        }
+        (uid, gid)
+    };
+    Ok(Identity {
+        uid,
+        gid,
+        groups: Vec::new(),
+    })
+}
+
+fn enforcement(settings: &MainCf) -> Result<Enforcement, PrivilegeError> {
+    let name = "sandbox_enforcement";
+    let value = param(settings, name)?;
+    value
+        .trim()
+        .parse()
+        .map_err(|source| PrivilegeError::Enforcement {
+            name,
+            value: value.clone(),
+            source,
+        })
+}
+
+/// Taking over a channel the master hands over: `protocol::Channel::from_fd` checks that the
+/// descriptor is an `AF_UNIX SOCK_SEQPACKET` socket before using it.
+const CHANNELS: &[Syscall] = &[Syscall::new(
+    "getsockopt",
+    libc::SYS_getsockopt,
+    "check that a received channel is a SOCK_SEQPACKET AF_UNIX socket (SO_TYPE, SO_DOMAIN only)",
+)
+.when(&[
+    &[
+        ArgCheck::eq(1, libc::SOL_SOCKET as u64),
+        ArgCheck::eq(2, libc::SO_TYPE as u64),
+    ],
+    &[
+        ArgCheck::eq(1, libc::SOL_SOCKET as u64),
+        ArgCheck::eq(2, libc::SO_DOMAIN as u64),
+    ],
+])];
+
+/// Changing ids per delivery: the `local` agent forks and becomes the recipient.
+const SET_IDS: &[Syscall] = &[
+    Syscall::new(
+        "setresuid",
+        libc::SYS_setresuid,
+        "local: a delivery child becomes the recipient",
+    ),
+    Syscall::new(
+        "setresgid",
+        libc::SYS_setresgid,
+        "local: a delivery child takes the recipient's group",
+    ),
+    Syscall::new(
+        "setgroups",
+        libc::SYS_setgroups,
+        "local: a delivery child drops supplementary groups",
+    ),
+];
+
+fn rule(path: PathBuf, access: FsAccess, why: &'static str) -> FsRule {
+    FsRule { path, access, why }
+}
+
+/// The queue subdirectories qmgr moves files between.
+pub const QUEUE_DIRS: &[&str] = &["incoming", "active", "deferred", "hold", "corrupt"];
+
+/// The sandbox profile of `role` under `settings` (main.cf with the service's `-o` overrides).
+pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, PrivilegeError> {
+    let queue = || path_param(settings, "queue_directory");
+    let user = |name: &'static str| -> Result<Option<Identity>, PrivilegeError> {
+        match run_as {
+            RunAs::Root => account(settings, name).map(Some),
+            RunAs::Unprivileged => Ok(None),
+        }
+    };
+    let base = Profile::new(role);
+    let mut p = match role {
+        "smtpd" => Profile {
+            identity: user("smtpd_user")?,
+            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::ACCEPT_TCP]),
+            ..base
+        },
+        "cleanup" => Profile {
+            identity: user("queue_user")?,
+            fs: vec![rule(
+                queue()?.join("incoming"),
+                FsAccess::CREATE_REMOVE,
+                "write new queue files",
+            )],
+            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+            ..base
+        },
+        "qmgr" => {
+            let q = queue()?;
+            Profile {
+                identity: user("queue_user")?,
+                fs: QUEUE_DIRS
+                    .iter()
+                    .map(|d| {
+                        rule(
+                            q.join(d),
+                            FsAccess::MOVE_ACROSS,
+                            "read queue files, move them between queues, remove delivered ones",
+                        )
+                    })
+                    .collect(),
+                syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+                ..base
+            }
+        }
+        "smtp" => Profile {
+            identity: user("smtp_user")?,
+            tcp_connect: TcpPorts::Any,
+            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::CONNECT_TCP]),
+            ..base
+        },
+        "virtual" => {
+            let mailboxes = param(settings, "virtual_mailbox_base")?;
+            let fs = if mailboxes.trim().is_empty() {
+                Vec::new()
+            } else {
+                vec![rule(
+                    path_param(settings, "virtual_mailbox_base")?,
+                    FsAccess::CREATE_REMOVE | FsAccess::MAKE_DIR,
+                    "deliver into virtual mailboxes",
+                )]
+            };
+            Profile {
+                identity: user("vmail_user")?,
+                fs,
+                syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+                ..base
+            }
+        }
+        "local" => Profile {
+            identity: None,
+            keep_caps: match run_as {
+                RunAs::Root => vec![Capability::CAP_SETUID, Capability::CAP_SETGID],
+                RunAs::Unprivileged => Vec::new(),
+            },
+            fs: vec![rule(
+                path_param(settings, "mail_spool_directory")?,
+                FsAccess::CREATE_REMOVE,
+                "deliver into mailbox files (each delivery child narrows this to one mailbox)",
+            )],
+            syscalls: syscalls::set(&[
+                syscalls::BASE,
+                CHANNELS,
+                syscalls::FILES_WRITE,
+                syscalls::FORK_WAIT,
+                SET_IDS,
+            ]),
+            ..base
+        },
+        "pickup" => Profile {
+            identity: user("queue_user")?,
+            fs: vec![rule(
+                queue()?.join("maildrop"),
+                FsAccess::READ_ONLY | FsAccess::REMOVE_FILE,
+                "read and remove messages posted by postdrop",
+            )],
+            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+            ..base
+        },
+        "bounce" => Profile {
+            identity: user("bounce_user")?,
+            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS]),
+            ..base
+        },
+        other => return Err(PrivilegeError::UnknownRole(other.to_owned())),
+    };
+    p.enforcement = enforcement(settings)?;
+    Ok(p)
+}
+
+/// What a role's `Ready` report must show: the capability mask every set must equal.
+pub fn expected_caps(profile: &Profile) -> u64 {
+    profile.keep_caps_mask()
+}
+
+fn caps_list(caps: &[Capability]) -> String {
+    let mut names: Vec<String> = caps.iter().map(ToString::to_string).collect();
+    names.sort();
+    names.join(", ")
+}
+
+/// The privilege map as a Markdown table (the master's row, then one row per role), followed by
+/// the access matrix.
+pub fn privilege_map_markdown(settings: &MainCf, run_as: RunAs) -> Result<String, PrivilegeError> {
+    let mut out = String::new();
+    out.push_str(sandbox::PRIVILEGE_MAP_HEADER);
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| master | unchanged ({}) | {} (bounding set also {}) | none (not landlocked: every child would inherit its domain) | listeners of master.cf | none | no filter | - |",
+        match run_as {
+            RunAs::Root => "root",
+            RunAs::Unprivileged => "invoking user",
+        },
+        caps_list(&MASTER_CAPS),
+        MASTER_BOUNDING_EXTRA
+    );
+    for role in ROLES {
+        let _ = writeln!(out, "{}", profile(role, settings, run_as)?);
+    }
+    out.push('\n');
+    out.push_str("| client | may be handed a channel to | for |\n|---|---|---|\n");
+    for (from, to, why) in ACCESS_MATRIX {
+        let _ = writeln!(out, "| {from} | {to} | {why} |");
+    }
+    Ok(out)
+}
+
+/// The privilege map as plain text, one block per role, for `postern check`.
+pub fn privilege_map_text(settings: &MainCf, run_as: RunAs) -> Result<String, PrivilegeError> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "master: ids unchanged; capabilities {}; bounding set also {}; no landlock, no seccomp",
+        caps_list(&MASTER_CAPS),
+        MASTER_BOUNDING_EXTRA
+    );
+    for role in ROLES {
+        let p = profile(role, settings, run_as)?;
+        let ids = p.identity.as_ref().map_or_else(
+            || "unchanged".to_owned(),
+            |id| format!("{}:{}", id.uid, id.gid),
+        );
+        let caps = if p.keep_caps.is_empty() {
+            "none".to_owned()
+        } else {
+            caps_list(&p.keep_caps)
+        };
+        let paths = if p.fs.is_empty() {
+            "none".to_owned()
+        } else {
+            p.fs.iter()
+                .map(|r| format!("{} ({})", r.path.display(), r.access))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let channels = channels_of(role);
+        let _ = writeln!(
+            out,
+            "{role}: runs as {ids}; capabilities {caps}; paths {paths}; tcp bind {}; tcp connect {}; {} syscalls ({} on violation); channels to {}; enforcement {}",
+            p.tcp_bind,
+            p.tcp_connect,
+            p.syscall_count(),
+            p.on_violation,
+            if channels.is_empty() { "none".to_owned() } else { channels.join(", ") },
+            p.enforcement
+        );
+    }
+    Ok(out)
+}
+
+/// Where the master finds a role's program: `daemon_directory/COMMAND`.
+pub fn program_path(daemon_directory: &Path, command: &str) -> PathBuf {
+    daemon_directory.join(command)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+use std::path::Path;
+
+use super::*;
+
+fn settings(extra: &str) -> MainCf {
+    let text = format!(
+        "queue_directory = /var/spool/postern\n\
+         smtpd_user = 61001\n\
+         queue_user = 61002:61003\n\
+         smtp_user = 61004\n\
+         vmail_user = 61005\n\
+         bounce_user = 61006\n\
+         {extra}\n"
+    );
+    MainCf::parse(&text, Path::new("main.cf")).unwrap()
+}
+
+#[test]
+fn matrix_is_the_designed_one() {
+    assert!(may_connect("smtpd", "cleanup"));
+    assert!(may_connect("qmgr", "local"));
+    assert!(may_connect("smtpd", "auth"));
+    assert!(
+        !may_connect("smtpd", "qmgr"),
+        "smtpd cannot reach the queue manager"
+    );
+    assert!(!may_connect("cleanup", "smtpd"), "the matrix is directed");
+    assert!(
+        !may_connect("smtp", "cleanup"),
+        "the smtp client talks to nobody"
+    );
+    assert!(!may_connect("virtual", "bounce"));
+    assert_eq!(
+        channels_of("qmgr"),
+        vec!["smtp", "virtual", "local", "bounce"]
+    );
+    assert!(channels_of("smtp").is_empty());
+}
+
+#[test]
+fn every_role_has_a_valid_profile_as_root_and_unprivileged() {
+    let s = settings("virtual_mailbox_base = /var/mail/vhosts");
+    for run_as in [RunAs::Root, RunAs::Unprivileged] {
+        for role in ROLES {
+            let p = profile(role, &s, run_as).unwrap();
+            assert_eq!(p.service, *role);
+            p.validate()
+                .unwrap_or_else(|e| panic!("{role} ({run_as:?}): {e}"));
+        }
+    }
+}
+
+#[test]
+fn identities_come_from_the_settings() {
+    let s = settings("");
+    let smtpd = profile("smtpd", &s, RunAs::Root).unwrap();
+    assert_eq!(
+        smtpd.identity,
+        Some(Identity {
+            uid: 61001,
+            gid: 61001,
+            groups: vec![]
+        })
+    );
+    let cleanup = profile("cleanup", &s, RunAs::Root).unwrap();
+    assert_eq!(
+        cleanup.identity.as_ref().map(|i| (i.uid, i.gid)),
+        Some((61002, 61003))
+    );
+    assert_eq!(
+        profile("smtpd", &s, RunAs::Unprivileged).unwrap().identity,
+        None
+    );
+    let local = profile("local", &s, RunAs::Root).unwrap();
+    assert_eq!(
+        local.identity, None,
+        "local stays root to become each recipient"
+    );
+    assert_eq!(
+        local.keep_caps,
+        vec![Capability::CAP_SETUID, Capability::CAP_SETGID]
+    );
+    assert!(profile("local", &s, RunAs::Unprivileged)
+        .unwrap()
+        .keep_caps
+        .is_empty());
+}
+
+#[test]
+fn bad_accounts_are_refused() {
+    for bad in ["0", "0:5", "5:0", "root", "4294967295", "12x", "61001:"] {
+        let s = settings(&format!("bounce_user = {bad}"));
+        let err = profile("bounce", &s, RunAs::Root);
+        assert!(err.is_err(), "{bad} accepted");
+    }
+    let s = settings("bounce_user = no-such-user-postern-test");
+    assert!(matches!(
+        profile("bounce", &s, RunAs::Root),
+        Err(PrivilegeError::NoSuchUser { .. }) | Err(PrivilegeError::Setting { .. })
+    ));
+}
+
+#[test]
+fn only_smtp_may_connect_and_only_smtpd_accepts() {
+    let s = settings("");
+    for role in ROLES {
+        let p = profile(role, &s, RunAs::Root).unwrap();
+        let names: Vec<&str> = p.syscalls.iter().map(|c| c.name).collect();
+        assert_eq!(names.contains(&"socket"), *role == "smtp", "{role}");
+        assert_eq!(names.contains(&"connect"), *role == "smtp", "{role}");
+        assert_eq!(names.contains(&"accept4"), *role == "smtpd", "{role}");
+        assert!(!names.contains(&"execve"), "{role} may exec");
+        assert_eq!(p.tcp_connect == TcpPorts::Any, *role == "smtp", "{role}");
+        assert_eq!(p.tcp_bind, TcpPorts::None, "{role}");
+    }
+}
+
+#[test]
+fn landlock_paths_live_under_the_queue_directory() {
+    let s = settings("queue_directory = /srv/q");
+    let cleanup = profile("cleanup", &s, RunAs::Root).unwrap();
+    assert_eq!(cleanup.fs.len(), 1);
+    assert_eq!(cleanup.fs[0].path, Path::new("/srv/q/incoming"));
+    assert!(!cleanup.fs[0].access.contains(FsAccess::REFER));
+    let qmgr = profile("qmgr", &s, RunAs::Root).unwrap();
+    assert_eq!(qmgr.fs.len(), QUEUE_DIRS.len());
+    assert!(qmgr
+        .fs
+        .iter()
+        .all(|r| r.path.starts_with("/srv/q") && r.access.contains(FsAccess::REFER)));
+    for role in ["smtpd", "smtp", "bounce"] {
+        assert!(
+            profile(role, &s, RunAs::Root).unwrap().fs.is_empty(),
+            "{role}"
+        );
+    }
+    let s = settings("queue_directory = relative/q");
+    assert!(matches!(
+        profile("cleanup", &s, RunAs::Root),
+        Err(PrivilegeError::RelativePath { .. }) | Err(PrivilegeError::Setting { .. })
+    ));
+}
+
+#[test]
+fn enforcement_follows_the_setting_and_unknown_roles_fail() {
+    let s = settings("sandbox_enforcement = best_effort");
+    assert_eq!(
+        profile("smtpd", &s, RunAs::Root).unwrap().enforcement,
+        Enforcement::BestEffort
+    );
+    assert_eq!(
+        profile("smtpd", &settings(""), RunAs::Root)
+            .unwrap()
+            .enforcement,
+        Enforcement::Required
+    );
+    assert!(matches!(
+        profile("sendmail", &settings(""), RunAs::Root),
+        Err(PrivilegeError::UnknownRole(_))
+    ));
+}
+
+#[test]
+fn privilege_map_has_a_row_per_role_and_the_matrix() {
+    let s = settings("");
+    let md = privilege_map_markdown(&s, RunAs::Root).unwrap();
+    assert!(md.starts_with(sandbox::PRIVILEGE_MAP_HEADER));
+    for role in ROLES {
+        assert!(
+            md.contains(&format!("\n| {role} | ")),
+            "{role} missing:\n{md}"
+        );
+    }
+    assert!(md.contains(
+        "| master | unchanged (root) | CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SETGID, CAP_SETUID"
+    ));
+    assert!(md.contains("| smtpd | cleanup |"));
+    assert!(md.contains("| 61001:61001 |"));
+    let text = privilege_map_text(&s, RunAs::Unprivileged).unwrap();
+    assert_eq!(text.lines().count(), ROLES.len() + 1);
+    assert!(text.contains("smtpd: runs as unchanged;"));
+    assert!(text.contains("channels to cleanup, auth"));
+}
+
+/// The settings SECURITY.md's privilege map is rendered with: the defaults, with numeric ids in
+/// place of the default user names (which need passwd entries).
+fn documented_settings() -> MainCf {
+    let text = "smtpd_user = 61001\nqueue_user = 61002\nsmtp_user = 61003\n\
+                vmail_user = 61004\nbounce_user = 61005\n";
+    MainCf::parse(text, Path::new("main.cf")).unwrap()
+}
+
+#[test]
+fn security_md_carries_the_generated_privilege_map() {
+    let map = privilege_map_markdown(&documented_settings(), RunAs::Root).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../SECURITY.md")).unwrap();
+    assert!(
+        doc.contains(&map),
+        "SECURITY.md's privilege map is out of date; it must contain exactly:\n{map}"
+    );
+}
