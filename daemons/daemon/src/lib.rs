@@ -100,6 +100,8 @@ pub enum Error {
     Listener(std::io::Error),
     #[error("poll: {0}")]
     Poll(nix::Error),
+    #[error("the master is stopping: it sent Stop before Welcome")]
+    StoppedBeforeStart,
     #[error("prctl(PR_SET_PDEATHSIG): {0}")]
     DeathSignal(nix::Error),
 }
@@ -170,6 +172,17 @@ impl Daemon {
             Transport::Inet => Some(TcpListener::from(inherited(LISTENER_FD)?)),
             Transport::Unix => None,
         };
+        Daemon::start(args, settings, control, listener)
+    }
+
+    /// Greets the master on `control` (`Hello`, then waits for `Welcome`). [`Daemon::init`] calls
+    /// it with the inherited descriptors; it is public for programs that obtain them otherwise.
+    pub fn start(
+        args: Args,
+        settings: MainCf,
+        control: Channel,
+        listener: Option<TcpListener>,
+    ) -> Result<Daemon, Error> {
         let mut d = Daemon {
             args,
             settings,
@@ -186,6 +199,7 @@ impl Daemon {
         match d.recv_within(MASTER_ANSWER_TIMEOUT)? {
             Some(FromMaster::Welcome { version }) if version == PROTOCOL_VERSION => Ok(d),
             Some(FromMaster::Welcome { version }) => Err(Error::Version(version)),
+            Some(FromMaster::Stop) => Err(Error::StoppedBeforeStart),
             Some(other) => Err(Error::Unexpected {
                 kind: protocol::Message::kind(&other),
                 when: "instead of Welcome",
@@ -514,4 +528,199 @@ pub fn to_wire(report: &sandbox::Report) -> Result<SandboxReport, Error> {
         seccomp: report.seccomp,
         dev_mode: report.dev_mode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::thread;
+
+    fn args(transport: Transport) -> Args {
+        Args {
+            program: "smtpd".to_owned(),
+            config_dir: PathBuf::from("/nonexistent"),
+            service: "smtpd".to_owned(),
+            transport,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Runs `master` on the other end of a fresh control channel and starts a daemon on this end.
+    fn with_master(
+        transport: Transport,
+        master: impl FnOnce(Channel) + Send + 'static,
+    ) -> (Result<Daemon, Error>, thread::JoinHandle<()>) {
+        let (ours, theirs) = Channel::pair().unwrap();
+        let handle = thread::spawn(move || master(theirs));
+        let d = Daemon::start(args(transport), MainCf::defaults(), ours, None);
+        (d, handle)
+    }
+
+    fn expect(ch: &Channel) -> ToMaster {
+        ch.recv::<ToMaster>().unwrap().msg
+    }
+
+    fn welcome(ch: &Channel) {
+        assert_eq!(
+            expect(ch),
+            ToMaster::Hello {
+                version: PROTOCOL_VERSION
+            }
+        );
+        ch.send(
+            &FromMaster::Welcome {
+                version: PROTOCOL_VERSION,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn hello_welcome_then_a_granted_channel_works() {
+        let (d, master) = with_master(Transport::Inet, |ch| {
+            welcome(&ch);
+            assert_eq!(
+                expect(&ch),
+                ToMaster::Connect {
+                    service: name("cleanup")
+                }
+            );
+            let (a, b) = Channel::pair().unwrap();
+            ch.send(
+                &FromMaster::Connected {
+                    service: name("cleanup"),
+                },
+                &[a.as_fd()],
+            )
+            .unwrap();
+            assert_eq!(b.recv::<ToMaster>().unwrap().msg, ToMaster::Busy);
+        });
+        let mut d = d.unwrap();
+        let channel = d.connect("cleanup").unwrap();
+        channel.send(&ToMaster::Busy, &[]).unwrap();
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn refused_connect_is_an_error_and_stop_meanwhile_is_remembered() {
+        let (d, master) = with_master(Transport::Inet, |ch| {
+            welcome(&ch);
+            let _ = expect(&ch);
+            ch.send(&FromMaster::Stop, &[]).unwrap();
+            ch.send(
+                &FromMaster::Refused {
+                    service: name("qmgr"),
+                    reason: protocol::control::RefusalReason::NotPermitted,
+                },
+                &[],
+            )
+            .unwrap();
+        });
+        let mut d = d.unwrap();
+        assert!(!d.stop_requested());
+        match d.connect("qmgr") {
+            Err(Error::Refused { service, .. }) => assert_eq!(service, "qmgr"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(d.stop_requested());
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn an_incoming_channel_to_an_inet_service_is_a_protocol_error() {
+        let (d, master) = with_master(Transport::Inet, |ch| {
+            welcome(&ch);
+            let _ = expect(&ch);
+            let (a, _b) = Channel::pair().unwrap();
+            ch.send(
+                &FromMaster::Incoming {
+                    from: name("smtpd"),
+                },
+                &[a.as_fd()],
+            )
+            .unwrap();
+        });
+        let mut d = d.unwrap();
+        assert!(matches!(
+            d.connect("cleanup"),
+            Err(Error::Unexpected {
+                kind: "Incoming",
+                ..
+            })
+        ));
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn stop_before_welcome_and_a_silent_master_end_start_up() {
+        let (d, master) = with_master(Transport::Unix, |ch| {
+            let _ = expect(&ch);
+            ch.send(&FromMaster::Stop, &[]).unwrap();
+        });
+        assert!(matches!(d, Err(Error::StoppedBeforeStart)));
+        master.join().unwrap();
+        let (d, master) = with_master(Transport::Unix, drop);
+        assert!(matches!(d, Err(Error::Channel(ChannelError::PeerClosed))));
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn bad_service_names_never_reach_the_master() {
+        let (d, master) = with_master(Transport::Inet, |ch| {
+            welcome(&ch);
+            ch.set_nonblocking(true).unwrap();
+            thread::sleep(Duration::from_millis(50));
+            assert!(matches!(
+                ch.recv::<ToMaster>(),
+                Err(ChannelError::WouldBlock)
+            ));
+        });
+        let mut d = d.unwrap();
+        assert!(matches!(
+            d.connect("../qmgr"),
+            Err(Error::ServiceName { .. })
+        ));
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn report_maps_to_the_wire() {
+        let report = sandbox::Report {
+            service: "smtpd".to_owned(),
+            uid: 61001,
+            gid: 61001,
+            groups: Vec::new(),
+            caps: sandbox::CapSets::default(),
+            no_new_privs: true,
+            landlock_abi: 7,
+            landlock: sandbox::LandlockStatus::FullyEnforced,
+            seccomp: true,
+            syscall_count: 40,
+            dev_mode: false,
+            shortfalls: Vec::new(),
+            notes: Vec::new(),
+        };
+        let wire = to_wire(&report).unwrap();
+        assert_eq!((wire.uid, wire.gid), (61001, 61001));
+        assert_eq!(wire.landlock.abi(), 7);
+        assert_eq!(wire.landlock.status(), LandlockStatus::FullyEnforced);
+        let mut bad = report.clone();
+        bad.caps.effective = 1;
+        assert!(
+            matches!(to_wire(&bad), Err(Error::Report(_))),
+            "effective not permitted"
+        );
+        let mut none = report;
+        none.landlock_abi = 0;
+        assert_eq!(
+            to_wire(&none).unwrap().landlock.status(),
+            LandlockStatus::NotEnforced
+        );
+    }
 }

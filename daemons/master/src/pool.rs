@@ -213,6 +213,10 @@ impl Pool {
         self.procs.remove(&pid).map(|p| p.phase)
     }
 
+    pub fn phase(&self, pid: i32) -> Option<Phase> {
+        self.procs.get(&pid).map(|p| p.phase)
+    }
+
     /// Every process still alive, exiting ones included: this is what `maxproc` bounds.
     pub fn live(&self) -> usize {
         self.procs.len()

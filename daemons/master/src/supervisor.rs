@@ -43,6 +43,11 @@ const MAX_LOG_READ: usize = 64 * 1024;
 /// Control messages handled from one child per wake-up, for the same reason.
 const MAX_MESSAGES_PER_WAKEUP: usize = 64;
 
+/// How long a new process may take to say `Hello` and `Ready`. Start-up is reading the
+/// configuration and applying the sandbox (milliseconds); a process still silent after this is
+/// hung or hostile, and while it counts as available its service would get no other process.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A service is identified by its master.cf name and type, as in Postfix.
 type Key = (String, Kind);
 
@@ -69,6 +74,7 @@ struct Child {
     lines: LineBuffer,
     /// Already counted as a failure (protocol violation) or ended by the master on purpose.
     accounted: bool,
+    started: Instant,
 }
 
 /// Why the loop should wake up for a descriptor.
@@ -157,6 +163,7 @@ impl Master {
         loop {
             let now = Instant::now();
             self.expire_waiting(now);
+            self.kill_unready(now);
             self.dispatch_all(now);
             self.write_status();
             if let Some(deadline) = self.stopping {
@@ -191,6 +198,30 @@ impl Master {
         tracing::info!("master exiting");
     }
 
+    /// Processes that were started but are not ready in time.
+    fn unready(&self) -> impl Iterator<Item = (i32, Instant)> + '_ {
+        self.children.iter().filter_map(|(&pid, c)| {
+            let phase = self.services.get(&c.key)?.pool.phase(pid)?;
+            (!c.accounted && matches!(phase, Phase::AwaitHello | Phase::AwaitReady))
+                .then_some((pid, c.started + READY_TIMEOUT))
+        })
+    }
+
+    fn kill_unready(&mut self, now: Instant) {
+        let late: Vec<i32> = self
+            .unready()
+            .filter(|(_, deadline)| *deadline <= now)
+            .map(|(pid, _)| pid)
+            .collect();
+        for pid in late {
+            self.violation(
+                pid,
+                "Ready",
+                &format!("not ready within {} s", READY_TIMEOUT.as_secs()),
+            );
+        }
+    }
+
     /// Polls; returns the tokens and which of them are ready.
     fn wait(&self, now: Instant) -> (Vec<Token>, Vec<bool>) {
         let mut tokens = vec![Token::Signal];
@@ -205,6 +236,9 @@ impl Master {
         let mut earlier = |t: Instant| {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
+        for (_, d) in self.unready() {
+            earlier(d);
+        }
         for (key, svc) in &self.services {
             if let Some(until) = svc.pool.throttle.until().filter(|u| *u > now) {
                 earlier(until);
@@ -319,6 +353,7 @@ impl Master {
                         stderr: Some(stderr),
                         lines: LineBuffer::default(),
                         accounted: false,
+                        started: now,
                     },
                 );
             }
@@ -614,7 +649,7 @@ impl Master {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let label = self.label(&key);
         tracing::warn!(
-            "process {} pid {pid} of service {label}: protocol violation: {kind}: {detail}; killed",
+            "process {} pid {pid} of service {label}: protocol violation ({kind}): {detail}; killed",
             child_program(&self.children, pid)
         );
         if self.stopping.is_some() {
@@ -677,7 +712,7 @@ impl Master {
                     delay.as_secs()
                 );
             }
-        } else if !abnormal {
+        } else if !abnormal && !child.accounted {
             if matches!(phase, Some(Phase::Ready | Phase::Exiting)) {
                 svc.pool.throttle.success();
             }
