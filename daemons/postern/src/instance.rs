@@ -1,0 +1,192 @@
+//! One Postern instance as the `postern` command sees it: a configuration directory with `main.cf`
+//! and `master.cf`, parsed by `conf`, and the paths derived from them.
+//!
+//! Trusts the configuration directory (the administrator's), but reports every problem in it with
+//! the file and line instead of acting on a guess.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conf::{MainCf, MasterCf};
+
+use crate::layout::{self, Owner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("{path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Conf(#[from] conf::ConfError),
+    #[error("{0}")]
+    Privileges(#[from] privileges::PrivilegeError),
+    #[error("parameter {name} = {value}: must be an absolute path")]
+    Relative { name: &'static str, value: String },
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+}
+
+pub struct Instance {
+    config_dir: PathBuf,
+    main: MainCf,
+    master: MasterCf,
+}
+
+impl Instance {
+    /// Loads both files of `config_dir`. The directory is made absolute, as the master and the
+    /// probe children are given it.
+    pub fn load(config_dir: &Path) -> Result<Instance, InstanceError> {
+        let config_dir =
+            std::fs::canonicalize(config_dir).map_err(|source| InstanceError::Dir {
+                path: config_dir.to_path_buf(),
+                source,
+            })?;
+        let main = MainCf::load(&config_dir.join("main.cf"))?;
+        let master = MasterCf::load(&config_dir.join("master.cf"))?;
+        Ok(Instance {
+            config_dir,
+            main,
+            master,
+        })
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    pub fn main_cf_path(&self) -> PathBuf {
+        self.config_dir.join("main.cf")
+    }
+
+    pub fn master_cf_path(&self) -> PathBuf {
+        self.config_dir.join("master.cf")
+    }
+
+    pub fn main(&self) -> &MainCf {
+        &self.main
+    }
+
+    fn absolute(&self, name: &'static str) -> Result<PathBuf, InstanceError> {
+        let value = self.main.get(name)?;
+        let path = PathBuf::from(value.trim());
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(InstanceError::Relative { name, value })
+        }
+    }
+
+    fn optional_absolute(&self, name: &'static str) -> Result<Option<PathBuf>, InstanceError> {
+        if self.main.get(name)?.trim().is_empty() {
+            Ok(None)
+        } else {
+            self.absolute(name).map(Some)
+        }
+    }
+
+    pub fn queue_directory(&self) -> Result<PathBuf, InstanceError> {
+        self.absolute("queue_directory")
+    }
+
+    pub fn daemon_directory(&self) -> Result<PathBuf, InstanceError> {
+        self.absolute("daemon_directory")
+    }
+
+    pub fn stop_timeout(&self) -> Result<Duration, InstanceError> {
+        Ok(self.main.get_time("master_stop_timeout")?)
+    }
+
+    /// The settings a role's processes run with: main.cf plus the `-o` overrides of the first
+    /// master.cf service running that command, or plain main.cf when none does.
+    pub fn settings_for_role(&self, role: &str) -> Result<MainCf, InstanceError> {
+        match self.master.services().iter().find(|s| s.command == role) {
+            Some(service) => Ok(service.settings(&self.main)?),
+            None => Ok(self.main.clone()),
+        }
+    }
+
+    /// Role (command) → the master.cf services that run it.
+    pub fn roles_in_master_cf(&self) -> BTreeMap<String, Vec<String>> {
+        let mut roles: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in self.master.services() {
+            roles
+                .entry(s.command.clone())
+                .or_default()
+                .push(s.name.clone());
+        }
+        roles
+    }
+
+    /// What would keep the master from starting a master.cf service: a command without declared
+    /// privileges, or a program missing from `daemon_directory`. Each names master.cf and the line.
+    pub fn service_problems(&self) -> Vec<String> {
+        let file = self.master_cf_path();
+        let daemon_directory = self.daemon_directory();
+        let mut problems = Vec::new();
+        for s in self.master.services() {
+            let at = format!("{}:{}: service {}", file.display(), s.line, s.name);
+            if !privileges::ROLES.contains(&s.command.as_str()) {
+                problems.push(format!(
+                    "{at}: no privileges are declared for the command {:?} (known: {})",
+                    s.command,
+                    privileges::ROLES.join(", ")
+                ));
+                continue;
+            }
+            match &daemon_directory {
+                Ok(dir) => {
+                    let program = privileges::program_path(dir, &s.command);
+                    if !program.is_file() {
+                        problems.push(format!(
+                            "{at}: program {} is not installed; the master will refuse to start",
+                            program.display()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("{at}: {e}")),
+            }
+        }
+        problems
+    }
+
+    /// The directory layout of this instance, owned as the daemons' identities need.
+    pub fn layout_inputs(
+        &self,
+        run_as: privileges::RunAs,
+    ) -> Result<layout::Inputs, InstanceError> {
+        let owner = |name: &'static str| -> Result<Owner, InstanceError> {
+            Ok(match run_as {
+                privileges::RunAs::Root => {
+                    let id = privileges::account(&self.main, name)?;
+                    Owner {
+                        uid: id.uid,
+                        gid: id.gid,
+                    }
+                }
+                privileges::RunAs::Unprivileged => Owner {
+                    uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
+                },
+            })
+        };
+        Ok(layout::Inputs {
+            queue_directory: self.queue_directory()?,
+            virtual_mailbox_base: self.optional_absolute("virtual_mailbox_base")?,
+            mail_spool_directory: self.optional_absolute("mail_spool_directory")?,
+            maillog_file: self.optional_absolute("maillog_file")?,
+            queue_owner: owner("queue_user")?,
+            vmail_owner: owner("vmail_user")?,
+            as_root: run_as == privileges::RunAs::Root,
+        })
+    }
+
+    /// Creates missing directories (as `postfix check` does); returns warnings about existing ones.
+    pub fn ensure_layout(&self, run_as: privileges::RunAs) -> Result<Vec<String>, InstanceError> {
+        let inputs = self.layout_inputs(run_as)?;
+        let outcome = layout::ensure(&layout::plan(&inputs), inputs.as_root)?;
+        Ok(outcome.warnings)
+    }
+}

@@ -1,0 +1,223 @@
+//! `postern`: the administration command of the Postern mail system, in the tradition of
+//! Postfix's `postfix` and `postconf`.
+//!
+//! `postern [-c CONFIG_DIR] start [--foreground] | stop | reload | status | check |
+//! init [--port N] [--force] | conf [-n] [NAME...] | help`. Usage errors exit 2; a command that
+//! fails exits 1 with `postern: fatal: REASON` on stderr.
+//!
+//! Trusts: its command line and the configuration directory (the administrator's). Does not
+//! trust: the pid file's content, the master's output, or its own probe children's output; each is
+//! parsed strictly (see `control` and `check`). Runs no network code.
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod check;
+mod conf_cmd;
+mod control;
+mod init;
+mod instance;
+mod layout;
+mod probe;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use nix::sys::signal::Signal;
+
+use args::Command;
+use control::MasterState;
+use instance::Instance;
+
+fn main() -> ExitCode {
+    let invocation = match args::parse(std::env::args_os().skip(1)) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("postern: {e}\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match run(&invocation.config_dir, invocation.command) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("postern: fatal: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config_dir: &Path, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Help => {
+            print!("{}", args::USAGE);
+            Ok(0)
+        }
+        Command::Init { port, force } => init(config_dir, port, force),
+        Command::Conf {
+            explicit_only,
+            names,
+        } => {
+            let instance = Instance::load(config_dir)?;
+            let out = conf_cmd::render(instance.main(), explicit_only, &names);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            Ok(u8::try_from(out.status).unwrap_or(1))
+        }
+        Command::Check => {
+            let instance = Instance::load(config_dir)?;
+            let status = check::run(&instance)?;
+            Ok(u8::try_from(status).unwrap_or(1))
+        }
+        Command::Probe { role } => {
+            // INVARIANT: nothing before this point has started a thread; the probe applies the
+            // role's sandbox to this process.
+            probe::run(config_dir, &role)?;
+            Ok(0)
+        }
+        Command::Start { foreground } => start(config_dir, foreground),
+        Command::Stop => stop(config_dir),
+        Command::Reload => reload(config_dir),
+        Command::Status => status(config_dir),
+    }
+}
+
+/// Says once, as the master logs it, that a non-root start runs every daemon under this uid.
+fn note_dev_mode() {
+    if privileges::RunAs::current() == privileges::RunAs::Unprivileged {
+        eprintln!(
+            "postern: not running as root: all daemons run under uid {} (dev mode), each still sandboxed",
+            nix::unistd::geteuid()
+        );
+    }
+}
+
+fn init(config_dir: &Path, port: u16, force: bool) -> anyhow::Result<u8> {
+    let dir =
+        std::path::absolute(config_dir).with_context(|| format!("{}", config_dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the postern binary")?;
+    let daemon_directory = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let settings = init::Settings::new(dir.clone(), port, daemon_directory);
+    let report = init::run(&settings, force)?;
+    for warning in &report.warnings {
+        eprintln!("postern: warning: {warning}");
+    }
+    for path in &report.written {
+        println!("postern: wrote {}", path.display());
+    }
+    println!(
+        "postern: created an instance in {dir}; start it with: postern -c {dir} start",
+        dir = dir.display()
+    );
+    Ok(0)
+}
+
+fn pid_path(instance: &Instance) -> anyhow::Result<PathBuf> {
+    Ok(control::pid_file(&instance.queue_directory()?))
+}
+
+fn start(config_dir: &Path, foreground: bool) -> anyhow::Result<u8> {
+    let instance = Instance::load(config_dir)?;
+    let problems = instance.service_problems();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("postern: {p}");
+        }
+        anyhow::bail!(
+            "the configuration has {} problem(s); see `postern check`",
+            problems.len()
+        );
+    }
+    let run_as = privileges::RunAs::current();
+    for warning in instance.ensure_layout(run_as)? {
+        eprintln!("postern: warning: {warning}");
+    }
+    let pid_path = pid_path(&instance)?;
+    match control::inspect(&pid_path)? {
+        MasterState::Running { pid } => {
+            anyhow::bail!("the mail system is already running: PID: {pid}")
+        }
+        MasterState::Stale { pid } => eprintln!(
+            "postern: warning: stale pid file {} ({}); the master replaces it",
+            pid_path.display(),
+            match pid {
+                Some(pid) => format!("PID {pid} is not running the mail system"),
+                None => "no valid pid".to_string(),
+            }
+        ),
+        MasterState::NotRunning => {}
+    }
+    let daemon_directory = instance.daemon_directory().ok();
+    let master = control::find_master(daemon_directory.as_deref())?;
+    note_dev_mode();
+    let cmd = control::master_command(&master, instance.config_dir(), foreground);
+    if foreground {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = cmd;
+        let err = cmd.exec();
+        anyhow::bail!("cannot run {}: {err}", master.display());
+    }
+    eprintln!("postern: starting the mail system");
+    let pid = control::start_background(cmd, control::START_TIMEOUT)?;
+    eprintln!("postern: the mail system is running: PID: {pid}");
+    Ok(0)
+}
+
+/// The pid of the running master, or the fatal "not running" error.
+fn running_pid(pid_path: &Path) -> anyhow::Result<i32> {
+    match control::inspect(pid_path)? {
+        MasterState::Running { pid } => Ok(pid),
+        MasterState::Stale { .. } | MasterState::NotRunning => {
+            anyhow::bail!("the mail system is not running")
+        }
+    }
+}
+
+fn stop(config_dir: &Path) -> anyhow::Result<u8> {
+    let instance = Instance::load(config_dir)?;
+    let pid_path = pid_path(&instance)?;
+    let pid = running_pid(&pid_path)?;
+    let timeout = instance.stop_timeout()? + control::STOP_MARGIN;
+    eprintln!("postern: stopping the mail system");
+    control::stop(&pid_path, pid, timeout)?;
+    Ok(0)
+}
+
+fn reload(config_dir: &Path) -> anyhow::Result<u8> {
+    let instance = Instance::load(config_dir)?;
+    let pid = running_pid(&pid_path(&instance)?)?;
+    eprintln!("postern: refreshing the mail system");
+    control::signal(pid, Signal::SIGHUP)?;
+    Ok(0)
+}
+
+fn status(config_dir: &Path) -> anyhow::Result<u8> {
+    let instance = Instance::load(config_dir)?;
+    let queue_directory = instance.queue_directory()?;
+    let pid_path = control::pid_file(&queue_directory);
+    match control::inspect(&pid_path)? {
+        MasterState::Running { pid } => {
+            println!("postern: the mail system is running: PID: {pid}");
+            match control::read_status(&control::status_file(&queue_directory)) {
+                Ok(table) => print!("{table}"),
+                Err(e) => println!("postern: warning: {e}"),
+            }
+            Ok(0)
+        }
+        MasterState::Stale { pid } => {
+            println!(
+                "postern: the mail system is not running (stale pid file {}{})",
+                pid_path.display(),
+                pid.map(|p| format!(" names PID {p}")).unwrap_or_default()
+            );
+            Ok(1)
+        }
+        MasterState::NotRunning => {
+            println!("postern: the mail system is not running");
+            Ok(1)
+        }
+    }
+}
