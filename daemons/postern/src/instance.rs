@@ -19,9 +19,9 @@ pub enum InstanceError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Conf(#[from] conf::ConfError),
-    #[error("{0}")]
+    #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
     #[error("parameter {name} = {value}: must be an absolute path")]
     Relative { name: &'static str, value: String },

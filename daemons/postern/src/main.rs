@@ -41,10 +41,26 @@ fn main() -> ExitCode {
     match run(&invocation.config_dir, invocation.command) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("postern: fatal: {e:#}");
+            eprintln!("postern: fatal: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: most error messages here already
+/// include their source's text.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn run(config_dir: &Path, command: Command) -> anyhow::Result<u8> {
@@ -82,7 +98,8 @@ fn run(config_dir: &Path, command: Command) -> anyhow::Result<u8> {
     }
 }
 
-/// Says once, as the master logs it, that a non-root start runs every daemon under this uid.
+/// Tells the terminal what the master says in its log: a non-root start runs every daemon under
+/// this uid. (In the foreground the master's own log line reaches the terminal.)
 fn note_dev_mode() {
     if privileges::RunAs::current() == privileges::RunAs::Unprivileged {
         eprintln!(
@@ -152,7 +169,6 @@ fn start(config_dir: &Path, foreground: bool) -> anyhow::Result<u8> {
     }
     let daemon_directory = instance.daemon_directory().ok();
     let master = control::find_master(daemon_directory.as_deref())?;
-    note_dev_mode();
     let cmd = control::master_command(&master, instance.config_dir(), foreground);
     if foreground {
         use std::os::unix::process::CommandExt as _;
@@ -161,6 +177,7 @@ fn start(config_dir: &Path, foreground: bool) -> anyhow::Result<u8> {
         anyhow::bail!("cannot run {}: {err}", master.display());
     }
     eprintln!("postern: starting the mail system");
+    note_dev_mode();
     let pid = control::start_background(cmd, control::START_TIMEOUT)?;
     eprintln!("postern: the mail system is running: PID: {pid}");
     Ok(0)
@@ -219,5 +236,34 @@ fn status(config_dir: &Path) -> anyhow::Result<u8> {
             println!("postern: the mail system is not running");
             Ok(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_shown_once() {
+        let io = std::io::Error::from_raw_os_error(libc_enoent());
+        let layout = layout::LayoutError::Io {
+            path: "/x/spool".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(layout);
+        assert_eq!(
+            describe(&e),
+            "/x/spool: No such file or directory (os error 2)"
+        );
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc_enoent()))
+            .context("cannot find the postern binary");
+        assert_eq!(
+            describe(&e),
+            "cannot find the postern binary: No such file or directory (os error 2)"
+        );
+    }
+
+    fn libc_enoent() -> i32 {
+        nix::errno::Errno::ENOENT as i32
     }
 }
