@@ -202,20 +202,34 @@ pub fn signal(pid: i32, sig: Signal) -> Result<(), ControlError> {
     kill(Pid::from_raw(pid), sig).map_err(|errno| ControlError::Signal { pid, errno })
 }
 
-/// Sends SIGTERM and waits until the pid file's lock is free (the master has exited), up to
-/// `timeout`.
+/// Sends SIGTERM and waits until the master has exited, up to `timeout`: first until the pid
+/// file's lock is free, then until the process itself is gone (the master removes its pid file
+/// shortly before it exits).
 pub fn stop(pid_path: &Path, pid: i32, timeout: Duration) -> Result<(), ControlError> {
     signal(pid, Signal::SIGTERM)?;
     let deadline = Instant::now() + timeout;
     loop {
-        match inspect(pid_path)? {
-            MasterState::Running { pid: now } if now == pid => {}
-            _ => return Ok(()),
+        let locked = matches!(inspect(pid_path)?, MasterState::Running { pid: now } if now == pid);
+        if !locked && !process_alive(pid) {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(ControlError::StopTimeout { pid, timeout });
         }
         thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Whether `pid` names a process that has not exited (a zombie has: it holds no file, socket or
+/// lock and only waits for its parent).
+pub fn process_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the command name, which ends at the last ')'.
+    match stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()) {
+        Some(rest) => !(rest.starts_with('Z') || rest.starts_with('X')),
+        None => false,
     }
 }
 
@@ -416,6 +430,47 @@ mod tests {
             read_status(&dir.join("none")),
             Err(ControlError::Io { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stop_waits_until_the_process_is_gone() {
+        let dir = scratch("stop");
+        let path = dir.join(PID_FILE);
+        let mut child = Command::new("/bin/sh")
+            .args([
+                "-c",
+                "trap 'sleep 0.3; exit 0' TERM; while :; do sleep 0.05; done",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        std::fs::write(&path, format!("{pid}\n")).unwrap();
+        // A reaper, as init is for a daemonized master.
+        let reaper = thread::spawn(move || child.wait().unwrap());
+        thread::sleep(Duration::from_millis(100));
+        assert!(process_alive(pid));
+        stop(&path, pid, Duration::from_secs(10)).unwrap();
+        assert!(!process_alive(pid));
+        assert!(reaper.join().unwrap().success());
+        assert!(!process_alive(1 << 30));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stop_times_out_on_a_process_that_ignores_sigterm() {
+        let dir = scratch("stop-timeout");
+        let path = dir.join(PID_FILE);
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; while :; do sleep 0.05; done"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let err = stop(&path, pid, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, ControlError::StopTimeout { .. }), "{err}");
+        child.kill().unwrap();
+        child.wait().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
