@@ -15,7 +15,7 @@
 //! Trusts: its own probe children only as far as their exit status and the line format of
 //! `probe.rs`; a line that does not parse, a missing probe or a child that fails is a failure.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -207,30 +207,32 @@ fn run_probe_child(config_dir: &Path, role: &str) -> Result<String, String> {
 }
 
 /// `postern check`. Returns the exit status.
-pub fn run(instance: &Instance) -> anyhow::Result<i32> {
+pub fn run(instance: &Instance, out: &mut dyn Write) -> anyhow::Result<i32> {
     let run_as = privileges::RunAs::current();
     let mut failures = 0usize;
 
-    println!(
-        "configuration: {} and {}: ok",
+    writeln!(
+        out,
+        "configuration: {} and {} parsed",
         instance.main_cf_path().display(),
         instance.master_cf_path().display()
-    );
+    )?;
     for problem in instance.service_problems() {
-        println!("error: {problem}");
+        writeln!(out, "error: {problem}")?;
         failures += 1;
     }
     for warning in instance.ensure_layout(run_as)? {
-        println!("warning: {warning}");
+        writeln!(out, "warning: {warning}")?;
     }
     if run_as == privileges::RunAs::Unprivileged {
-        println!(
+        writeln!(
+            out,
             "note: not running as root: every daemon keeps the invoking uid (dev mode); landlock and seccomp still apply"
-        );
+        )?;
     }
 
     let in_master_cf = instance.roles_in_master_cf();
-    println!("\nprivilege map:");
+    writeln!(out, "\nprivilege map:")?;
     let map = privileges::privilege_map_text(instance.main(), run_as)?;
     for line in map.lines() {
         let role = line.split(':').next().unwrap_or("");
@@ -239,32 +241,35 @@ pub fn run(instance: &Instance) -> anyhow::Result<i32> {
         } else {
             " [not in master.cf]"
         };
-        println!("  {line}{mark}");
+        writeln!(out, "  {line}{mark}")?;
     }
 
-    println!("\nsandbox probes (each role's profile applied in a child process):");
+    writeln!(
+        out,
+        "\nsandbox probes (each role's profile applied in a child process):"
+    )?;
     let mut probes_run = 0usize;
     for role in privileges::ROLES {
         let settings = instance.settings_for_role(role)?;
         let profile = privileges::profile(role, &settings, run_as)?;
-        println!("  {role}:");
+        writeln!(out, "  {role}:")?;
         let output = run_probe_child(instance.config_dir(), role)
             .and_then(|text| parse_probe_output(&text).map_err(|e| e.to_string()));
         let output = match output {
             Ok(o) if !o.probes.is_empty() => o,
             Ok(_) => {
-                println!("    FAILED: the probe reported no results");
+                writeln!(out, "    FAILED: the probe reported no results")?;
                 failures += 1;
                 continue;
             }
             Err(why) => {
-                println!("    FAILED: {why}");
+                writeln!(out, "    FAILED: {why}")?;
                 failures += 1;
                 continue;
             }
         };
         if let Some(report) = &output.report {
-            println!("    enforced: {report}");
+            writeln!(out, "    enforced: {report}")?;
         }
         for p in &output.probes {
             probes_run += 1;
@@ -276,18 +281,19 @@ pub fn run(instance: &Instance) -> anyhow::Result<i32> {
                     format!("ALLOWED ({})", p.detail)
                 }
             };
-            println!("    {:<34} {line}", p.action);
+            writeln!(out, "    {:<34} {line}", p.action)?;
         }
     }
 
     if failures == 0 {
-        println!(
+        writeln!(
+            out,
             "\npostern: check passed: {probes_run} probes in {} roles, every forbidden action denied",
             privileges::ROLES.len()
-        );
+        )?;
         Ok(0)
     } else {
-        println!("\npostern: check FAILED: {failures} problem(s) above");
+        writeln!(out, "\npostern: check FAILED: {failures} problem(s) above")?;
         Ok(1)
     }
 }

@@ -187,6 +187,22 @@ impl Instance {
     pub fn ensure_layout(&self, run_as: privileges::RunAs) -> Result<Vec<String>, InstanceError> {
         let inputs = self.layout_inputs(run_as)?;
         let outcome = layout::ensure(&layout::plan(&inputs), inputs.as_root)?;
-        Ok(outcome.warnings)
+        let mut warnings = outcome.warnings;
+        if inputs.as_root {
+            let reached = [
+                Some(&inputs.queue_directory),
+                inputs.virtual_mailbox_base.as_ref(),
+            ];
+            for dir in reached.into_iter().flatten() {
+                for (path, mode) in layout::untraversable_ancestors(dir) {
+                    warnings.push(format!(
+                        "{}: mode {mode:04o} keeps the daemon uids from reaching {}",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        Ok(warnings)
     }
 }

@@ -20,6 +20,7 @@ mod instance;
 mod layout;
 mod probe;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,13 +39,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&invocation.config_dir, invocation.command) {
+    let mut stdout = std::io::stdout().lock();
+    let result = run(&invocation.config_dir, invocation.command, &mut stdout)
+        .and_then(|status| stdout.flush().map(|()| status).map_err(Into::into));
+    match result {
         Ok(status) => ExitCode::from(status),
+        // The reader went away (`postern check | head`): stop quietly, with the status a shell
+        // reports for a command killed by SIGPIPE.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("postern: fatal: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// 128 + SIGPIPE, what a shell shows for a command that died writing to a closed pipe.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line, each cause once: most error messages here already
@@ -63,26 +81,28 @@ fn describe(e: &anyhow::Error) -> String {
     text
 }
 
-fn run(config_dir: &Path, command: Command) -> anyhow::Result<u8> {
+/// Runs `command`; what it prints for the administrator goes to `out` (stdout), diagnostics to
+/// stderr.
+fn run(config_dir: &Path, command: Command, out: &mut dyn Write) -> anyhow::Result<u8> {
     match command {
         Command::Help => {
-            print!("{}", args::USAGE);
+            write!(out, "{}", args::USAGE)?;
             Ok(0)
         }
-        Command::Init { port, force } => init(config_dir, port, force),
+        Command::Init { port, force } => init(config_dir, port, force, out),
         Command::Conf {
             explicit_only,
             names,
         } => {
             let instance = Instance::load(config_dir)?;
-            let out = conf_cmd::render(instance.main(), explicit_only, &names);
-            print!("{}", out.stdout);
-            eprint!("{}", out.stderr);
-            Ok(u8::try_from(out.status).unwrap_or(1))
+            let rendered = conf_cmd::render(instance.main(), explicit_only, &names);
+            out.write_all(rendered.stdout.as_bytes())?;
+            eprint!("{}", rendered.stderr);
+            Ok(u8::try_from(rendered.status).unwrap_or(1))
         }
         Command::Check => {
             let instance = Instance::load(config_dir)?;
-            let status = check::run(&instance)?;
+            let status = check::run(&instance, out)?;
             Ok(u8::try_from(status).unwrap_or(1))
         }
         Command::Probe { role } => {
@@ -94,7 +114,7 @@ fn run(config_dir: &Path, command: Command) -> anyhow::Result<u8> {
         Command::Start { foreground } => start(config_dir, foreground),
         Command::Stop => stop(config_dir),
         Command::Reload => reload(config_dir),
-        Command::Status => status(config_dir),
+        Command::Status => status(config_dir, out),
     }
 }
 
@@ -109,7 +129,7 @@ fn note_dev_mode() {
     }
 }
 
-fn init(config_dir: &Path, port: u16, force: bool) -> anyhow::Result<u8> {
+fn init(config_dir: &Path, port: u16, force: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
     let dir =
         std::path::absolute(config_dir).with_context(|| format!("{}", config_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the postern binary")?;
@@ -123,12 +143,13 @@ fn init(config_dir: &Path, port: u16, force: bool) -> anyhow::Result<u8> {
         eprintln!("postern: warning: {warning}");
     }
     for path in &report.written {
-        println!("postern: wrote {}", path.display());
+        writeln!(out, "postern: wrote {}", path.display())?;
     }
-    println!(
+    writeln!(
+        out,
         "postern: created an instance in {dir}; start it with: postern -c {dir} start",
         dir = dir.display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -211,29 +232,30 @@ fn reload(config_dir: &Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn status(config_dir: &Path) -> anyhow::Result<u8> {
+fn status(config_dir: &Path, out: &mut dyn Write) -> anyhow::Result<u8> {
     let instance = Instance::load(config_dir)?;
     let queue_directory = instance.queue_directory()?;
     let pid_path = control::pid_file(&queue_directory);
     match control::inspect(&pid_path)? {
         MasterState::Running { pid } => {
-            println!("postern: the mail system is running: PID: {pid}");
+            writeln!(out, "postern: the mail system is running: PID: {pid}")?;
             match control::read_status(&control::status_file(&queue_directory)) {
-                Ok(table) => print!("{table}"),
-                Err(e) => println!("postern: warning: {e}"),
+                Ok(table) => write!(out, "{table}")?,
+                Err(e) => writeln!(out, "postern: warning: {e}")?,
             }
             Ok(0)
         }
         MasterState::Stale { pid } => {
-            println!(
+            writeln!(
+                out,
                 "postern: the mail system is not running (stale pid file {}{})",
                 pid_path.display(),
                 pid.map(|p| format!(" names PID {p}")).unwrap_or_default()
-            );
+            )?;
             Ok(1)
         }
         MasterState::NotRunning => {
-            println!("postern: the mail system is not running");
+            writeln!(out, "postern: the mail system is not running")?;
             Ok(1)
         }
     }
