@@ -11,6 +11,16 @@
 //! - `main_cf`: `name = value`, `$name` expansion, typed getters, `postconf`-style output;
 //! - `master_cf`: the eight service columns and `-o` overrides;
 //! - `fuzz`: entry points for the fuzz targets.
+//!
+//! Decisions where Postfix is silent or Postern differs (each explained where it is made):
+//! - an unknown `main.cf` name is an error with a suggestion, unless another setting uses it
+//!   as `$name`; a `$name` that names nothing is an error (`main_cf`);
+//! - `${name?text}` / `${name:text}` test the expanded value of `name` (`expand`);
+//! - daemon identities and `setgid_group` may never be root (`value::Kind::User`);
+//! - `master.cf` chroot `y` is accepted with a warning and ignored; private `y` on an inet
+//!   service is an error; commands are bare names; `-o` names must be known (`master_cf`);
+//! - `local_recipient_maps` defaults to `unix:passwd.byname $alias_maps` (Postern has no
+//!   `proxymap`); directory defaults use `postern` where Postfix uses `postfix`.
 
 #![forbid(unsafe_code)]
 

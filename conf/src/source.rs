@@ -53,7 +53,7 @@ pub(crate) fn read_file(path: &Path) -> Result<String, ConfError> {
     }
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        // INVARIANT: `good` is the valid prefix, so this cannot fail; fall back to line 0.
+        // INVARIANT: `good` is the valid prefix, so this cannot fail.
         let prefix = std::str::from_utf8(good).unwrap_or("");
         let line = prefix.matches('\n').count() + 1;
         let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
