@@ -112,6 +112,7 @@ pub static PARAMS: &[Param] = &[
     p("max_use", "100", int(1), "Requests a daemon process serves before it exits."),
     p("max_idle", "100s", secs(1), "How long a daemon process waits for a request before it exits."),
     p("master_stop_timeout", "30s", secs(1), "How long the master waits for its children to exit when it stops."),
+    p("service_throttle_time", "60s", secs(1), "The longest back-off before the master starts a process of a service whose processes keep failing."),
     p("sandbox_enforcement", "required", Kind::Enum(&["required", "best_effort"]), "Whether a daemon whose sandbox falls short of its profile is refused (required) or only logged (best_effort)."),
     // --- daemon identities ---
     p("smtpd_user", "postern-smtpd", USER, "The identity the SMTP server runs as (user name, or uid[:gid] without a passwd entry)."),
