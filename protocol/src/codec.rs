@@ -24,6 +24,7 @@ use crate::bounded::LengthError;
 use crate::control::{DetailError, ReportError};
 use crate::queue_id::QueueIdError;
 use crate::service::ServiceNameError;
+use crate::smtp::{ParamError, StatusError};
 
 /// A message that travels on a channel or is stored in a queue file.
 pub trait Message: Serialize + DeserializeOwned {
@@ -56,6 +57,10 @@ pub enum InvalidValue {
     SandboxReport(#[from] ReportError),
     #[error(transparent)]
     Detail(#[from] DetailError),
+    #[error(transparent)]
+    Parameter(#[from] ParamError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

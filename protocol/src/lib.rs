@@ -22,6 +22,7 @@ pub mod control;
 pub mod fuzz;
 pub mod queue_id;
 pub mod service;
+pub mod smtp;
 
 #[cfg(test)]
 mod testing;
@@ -35,3 +36,4 @@ pub use codec::{decode, encode, DecodeError, EncodeError, InvalidValue, Message}
 pub use control::{FromMaster, SandboxReport, ToMaster, PROTOCOL_VERSION};
 pub use queue_id::{QueueId, QueueIdError};
 pub use service::{ServiceName, ServiceNameError};
+pub use smtp::{Command, CommandError, EnhancedStatus, Reply};
