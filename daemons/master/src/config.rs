@@ -17,10 +17,6 @@ use sandbox::Profile;
 use crate::listen;
 use crate::pool::Kind;
 
-/// Where `service_throttle_time` is missing from the parameter table (older `conf`), this is
-/// Postfix's default.
-pub const DEFAULT_THROTTLE_TIME: Duration = Duration::from_secs(60);
-
 /// One runnable service.
 #[derive(Clone, Debug)]
 pub struct ServiceSpec {
@@ -116,7 +112,6 @@ pub fn build(
             });
         }
     }
-    let default_limit = main.get_int("default_process_limit")?;
     let interfaces = get(main, "inet_interfaces")?;
     let protocols = get(main, "inet_protocols")?;
     let ipv6 = protocols.contains("all") || protocols.contains("ipv6");
@@ -165,10 +160,7 @@ pub fn build(
         let settings = svc.settings(main)?;
         let profile = privileges::profile(&svc.command, &settings, run_as)
             .map_err(|e| service_error(master_path, line, &svc.name, e))?;
-        let process_limit = match svc.maxproc {
-            Some(n) => n,
-            None => u32::try_from(default_limit.max(0)).unwrap_or(u32::MAX),
-        };
+        let process_limit = svc.process_limit(main)?;
         let address = match kind {
             Kind::Inet => Some(
                 listen::service_address(&svc.name, default_host)
@@ -187,10 +179,7 @@ pub fn build(
             profile,
         });
     }
-    let throttle_time = match main.get_time("service_throttle_time") {
-        Ok(t) => t,
-        Err(_) => DEFAULT_THROTTLE_TIME,
-    };
+    let throttle_time = main.get_time("service_throttle_time")?;
     Ok(Config {
         config_dir: config_dir.to_owned(),
         services,

@@ -3,6 +3,10 @@ use std::path::Path;
 use super::*;
 
 fn settings(extra: &str) -> MainCf {
+    try_settings(extra).unwrap()
+}
+
+fn try_settings(extra: &str) -> Result<MainCf, conf::ConfError> {
     let text = format!(
         "queue_directory = /var/spool/postern\n\
          smtpd_user = 61001\n\
@@ -12,7 +16,7 @@ fn settings(extra: &str) -> MainCf {
          bounce_user = 61006\n\
          {extra}\n"
     );
-    MainCf::parse(&text, Path::new("main.cf")).unwrap()
+    MainCf::parse(&text, Path::new("main.cf"))
 }
 
 #[test]
@@ -88,10 +92,14 @@ fn identities_come_from_the_settings() {
 
 #[test]
 fn bad_accounts_are_refused() {
+    // Refused by main.cf's parser or, failing that, here.
     for bad in ["0", "0:5", "5:0", "root", "4294967295", "12x", "61001:"] {
-        let s = settings(&format!("bounce_user = {bad}"));
-        let err = profile("bounce", &s, RunAs::Root);
-        assert!(err.is_err(), "{bad} accepted");
+        if let Ok(s) = try_settings(&format!("bounce_user = {bad}")) {
+            assert!(
+                profile("bounce", &s, RunAs::Root).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
     let s = settings("bounce_user = no-such-user-postern-test");
     assert!(matches!(
@@ -134,11 +142,12 @@ fn landlock_paths_live_under_the_queue_directory() {
             "{role}"
         );
     }
-    let s = settings("queue_directory = relative/q");
-    assert!(matches!(
-        profile("cleanup", &s, RunAs::Root),
-        Err(PrivilegeError::RelativePath { .. }) | Err(PrivilegeError::Setting { .. })
-    ));
+    if let Ok(s) = try_settings("queue_directory = relative/q") {
+        assert!(matches!(
+            profile("cleanup", &s, RunAs::Root),
+            Err(PrivilegeError::RelativePath { .. })
+        ));
+    }
 }
 
 #[test]
