@@ -21,7 +21,9 @@ use serde::Serialize;
 
 use crate::address::AddressError;
 use crate::bounded::LengthError;
+use crate::cleanup::HeaderError;
 use crate::control::{DetailError, ReportError};
+use crate::queue::RecordError;
 use crate::queue_id::QueueIdError;
 use crate::service::ServiceNameError;
 use crate::smtp::{ParamError, StatusError};
@@ -61,6 +63,10 @@ pub enum InvalidValue {
     Parameter(#[from] ParamError),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Header(#[from] HeaderError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

@@ -4,9 +4,14 @@
 //! that it comes back unchanged: encode→decode for messages, Display→parse for
 //! addresses. A panic here is a bug in this crate, which is what a fuzzer looks for.
 
+use std::io::{Cursor, Read};
+
 use crate::address::{parse_path, Host, Mailbox};
+use crate::cleanup::{FromCleanup, ToCleanup, ToQmgr};
 use crate::codec::{decode, encode, Message};
 use crate::control::{FromMaster, ToMaster};
+use crate::queue::{verify, QueueFile, QueueFileWriter, QueueLimits};
+use crate::smtp::{Command, Reply};
 
 fn message_round_trip<M: Message + PartialEq + std::fmt::Debug>(data: &[u8]) {
     let Ok(msg) = decode::<M>(data) else {
@@ -83,6 +88,91 @@ pub fn path(data: &[u8]) {
     });
 }
 
+/// Decodes a `ToCleanup` datagram.
+pub fn to_cleanup(data: &[u8]) {
+    message_round_trip::<ToCleanup>(data);
+}
+
+/// Decodes a `FromCleanup` datagram.
+pub fn from_cleanup(data: &[u8]) {
+    message_round_trip::<FromCleanup>(data);
+}
+
+/// Decodes a `ToQmgr` datagram.
+pub fn to_qmgr(data: &[u8]) {
+    message_round_trip::<ToQmgr>(data);
+}
+
+/// Parses an SMTP command line: what parses must come back unchanged through
+/// `Display`, and every error must have a valid reply.
+pub fn smtp_command(data: &[u8]) {
+    match Command::parse(data) {
+        Ok(cmd) => {
+            let line = cmd.to_string();
+            match Command::parse(line.as_bytes()) {
+                Ok(again) => assert_eq!(again, cmd, "Display→parse changed {line:?}"),
+                Err(e) => panic!("{line:?}, the display of {cmd:?}, does not parse: {e}"),
+            }
+        }
+        Err(e) => {
+            let reply = e.reply();
+            let enhanced = reply
+                .enhanced()
+                .map(|s| (s.class(), s.subject(), s.detail()));
+            assert_eq!(
+                Reply::new(reply.code(), enhanced, reply.lines().to_vec()).as_ref(),
+                Ok(&reply),
+                "the reply to {e:?} is not a valid reply"
+            );
+        }
+    }
+}
+
+/// Reads a queue file. What reads must have a readable content of the length
+/// its end marker records, and writing its envelope and content again must give
+/// a file that reads back the same and passes `verify`.
+pub fn queue_file(data: &[u8]) {
+    let _ = verify(Cursor::new(data));
+    let Ok(qf) = QueueFile::read(Cursor::new(data), QueueLimits::default()) else {
+        return;
+    };
+    let mut content = Vec::new();
+    let read = match qf.content(Cursor::new(data)) {
+        Ok(mut reader) => reader.read_to_end(&mut content).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = read {
+        panic!("a file that reads has unreadable content: {e}");
+    }
+    assert_eq!(content.len() as u64, qf.content_len());
+    let mut writer = match QueueFileWriter::begin(Vec::new(), qf.envelope()) {
+        Ok(w) => w,
+        Err(e) => panic!("a decoded envelope does not encode: {e}"),
+    };
+    if let Err(e) = writer.write_content(&content) {
+        panic!("content that was read cannot be written: {e}");
+    }
+    let (copy, checksum) = match writer.finish() {
+        Ok(done) => done,
+        Err(e) => panic!("finishing a copy failed: {e}"),
+    };
+    match QueueFile::read(Cursor::new(&copy), QueueLimits::default()) {
+        Ok(again) => {
+            assert_eq!(
+                again.envelope(),
+                qf.envelope(),
+                "rewrite changed the envelope"
+            );
+            assert_eq!(again.content_len(), qf.content_len());
+        }
+        Err(e) => panic!("a rewritten queue file does not read: {e}"),
+    }
+    match verify(Cursor::new(&copy)) {
+        Ok(sum) => assert_eq!(sum, checksum),
+        Err(e) => panic!("a rewritten queue file does not verify: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +239,35 @@ mod tests {
         "a",
     ];
 
+    /// Fragments of command lines, so that random sequences of them reach the
+    /// parameter parsers.
+    const SMTP_TOKENS: [&str; 24] = [
+        "MAIL FROM:",
+        "RCPT TO:",
+        "<a@example.test>",
+        "<>",
+        "<jürgen@x>",
+        " ",
+        "\t",
+        "SIZE=",
+        "10",
+        "BODY=8BITMIME",
+        "SMTPUTF8",
+        "RET=HDRS",
+        "ENVID=",
+        "+2B",
+        "NOTIFY=",
+        "SUCCESS,DELAY",
+        "ORCPT=",
+        "rfc822;",
+        "utf-8;",
+        "\\x{FC}",
+        "BDAT ",
+        "LAST",
+        "EHLO ",
+        "=",
+    ];
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
@@ -159,6 +278,18 @@ mod tests {
             mailbox(&data);
             domain(&data);
             path(&data);
+            to_cleanup(&data);
+            from_cleanup(&data);
+            to_qmgr(&data);
+            smtp_command(&data);
+            queue_file(&data);
+        }
+
+        #[test]
+        fn smtp_shaped_text_never_panics(
+            tokens in proptest::collection::vec(proptest::sample::select(&SMTP_TOKENS[..]), 0..10)
+        ) {
+            smtp_command(tokens.concat().as_bytes());
         }
 
         #[test]
@@ -200,6 +331,49 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn intake_entry_points_accept_valid_and_invalid_input() {
+        let begin = encode(&ToCleanup::End).unwrap();
+        let queued = encode(&FromCleanup::Queued {
+            id: crate::queue_id::QueueId::new(std::time::SystemTime::now(), 1).unwrap(),
+        })
+        .unwrap();
+        let inputs: [&[u8]; 10] = [
+            &begin,
+            &queued,
+            &[0],
+            b"",
+            b"\xff\xff\xff\xff\x7f",
+            b"MAIL FROM:<a@example.test> SIZE=10 SMTPUTF8",
+            "RCPT TO:<jürgen@bücher.example> NOTIFY=NEVER ORCPT=utf-8;j\\x{FC}rgen@x".as_bytes(),
+            b"BDAT 10 LAST",
+            b"EHLO [IPv6:::1]",
+            b"VRFY \x00",
+        ];
+        for data in inputs {
+            to_cleanup(data);
+            from_cleanup(data);
+            to_qmgr(data);
+            smtp_command(data);
+            queue_file(data);
+        }
+    }
+
+    #[test]
+    fn queue_file_entry_point_takes_whole_and_damaged_files() {
+        use crate::queue::tests::sample_file;
+        let file = sample_file();
+        queue_file(&file);
+        for cut in (0..file.len()).step_by(7) {
+            queue_file(&file[..cut]);
+        }
+        for i in (0..file.len()).step_by(5) {
+            let mut damaged = file.clone();
+            damaged[i] ^= 0x41;
+            queue_file(&damaged);
         }
     }
 

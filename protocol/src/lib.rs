@@ -17,9 +17,11 @@
 pub mod address;
 pub mod bounded;
 pub mod channel;
+pub mod cleanup;
 pub mod codec;
 pub mod control;
 pub mod fuzz;
+pub mod queue;
 pub mod queue_id;
 pub mod service;
 pub mod smtp;
@@ -32,8 +34,10 @@ pub use address::{
 };
 pub use bounded::{BoundedBytes, BoundedString, BoundedVec, LengthError};
 pub use channel::{Channel, ChannelError, Credentials, Received, MAX_DATAGRAM};
+pub use cleanup::{FromCleanup, ToCleanup, ToQmgr};
 pub use codec::{decode, encode, DecodeError, EncodeError, InvalidValue, Message};
 pub use control::{FromMaster, SandboxReport, ToMaster, PROTOCOL_VERSION};
+pub use queue::{Envelope, QueueFile, QueueFileError, QueueFileWriter, QueueLimits, ResultRecord};
 pub use queue_id::{QueueId, QueueIdError};
 pub use service::{ServiceName, ServiceNameError};
 pub use smtp::{Command, CommandError, EnhancedStatus, Reply};
