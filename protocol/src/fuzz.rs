@@ -2,7 +2,8 @@
 //!
 //! Each takes arbitrary bytes, never panics on them, and for whatever decodes checks
 //! that it comes back unchanged: encode→decode for messages, Display→parse for
-//! addresses. A panic here is a bug in this crate, which is what a fuzzer looks for.
+//! addresses and SMTP commands, write→read for queue files. A panic here is a bug
+//! in this crate, which is what a fuzzer looks for.
 
 use std::io::{Cursor, Read};
 

@@ -628,6 +628,10 @@ fn write_record(
     framed.extend_from_slice(&crc.to_be_bytes());
 
     let file_len = file.metadata().map_err(io_error("result log"))?.len();
+    if file_len < log_end {
+        // Shorter than when it was read: never extend it with zeros.
+        return Err(QueueFileError::Incomplete { what: "result log" });
+    }
     if file_len != log_end {
         file.set_len(log_end).map_err(io_error("result log"))?;
     }

@@ -420,6 +420,19 @@ fn a_torn_last_record_is_ignored_and_cut_off_by_the_next_append() {
 }
 
 #[test]
+fn a_file_that_shrank_since_it_was_read_is_not_extended() {
+    let (bytes, _) = write(&envelope(1), &content(10), 10);
+    let (tmp, mut file) = TempFile::with(&bytes);
+    let mut qf = QueueFile::read(&mut file, QueueLimits::default()).unwrap();
+    file.set_len(bytes.len() as u64 - 1).unwrap();
+    assert!(matches!(
+        qf.append(&mut file, result(0, Outcome::Delivered, "2.0.0", 1)),
+        Err(QueueFileError::Incomplete { what: "result log" })
+    ));
+    assert_eq!(tmp.bytes().len(), bytes.len() - 1);
+}
+
+#[test]
 fn a_well_framed_but_invalid_record_is_an_error() {
     let (mut bytes, _) = write(&envelope(2), &content(10), 10);
     let log = bytes.len() as u64;
