@@ -417,6 +417,16 @@ fn a_torn_last_record_is_ignored_and_cut_off_by_the_next_append() {
     assert_eq!(healed.result(1).unwrap().outcome, Outcome::Bounced);
     assert_eq!(healed, qf);
     drop(tmp);
+
+    // A tail longer than the new record is cut off, not left after it.
+    let mut long_tail = two.clone();
+    long_tail.extend_from_slice(&[0xAB; 300]);
+    let (tmp, mut file) = TempFile::with(&long_tail);
+    append_result(&mut file, &result(0, Outcome::Delivered, "2.0.0", 4)).unwrap();
+    let healed = QueueFile::read(&mut file, QueueLimits::default()).unwrap();
+    assert_eq!(healed.log_records(), 3);
+    assert_eq!(healed.torn_tail(), 0);
+    assert!(tmp.bytes().len() < long_tail.len());
 }
 
 #[test]
