@@ -107,6 +107,10 @@ fn every_target_has_a_seed_corpus_and_survives_it() {
                 target(&mutate(&seed, &mut rng));
             }
         }
-        eprintln!("{name}: {} seeds, {} inputs each", seeds.len(), MUTATIONS_PER_SEED + 1);
+        eprintln!(
+            "{name}: {} seeds, {} inputs each",
+            seeds.len(),
+            MUTATIONS_PER_SEED + 1
+        );
     }
 }
