@@ -91,7 +91,7 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn every_target_has_a_seed_corpus_and_survives_it() {
-    let mut rng = Rng(0x5EED_0F_90_57E2);
+    let mut rng = Rng(0x5EED_0F90_57E2);
     for (name, target) in targets() {
         let dir = corpus_dir(name);
         let mut seeds: Vec<PathBuf> = fs::read_dir(&dir)
