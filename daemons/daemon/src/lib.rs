@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod date;
 pub mod log;
 
 use std::collections::VecDeque;
