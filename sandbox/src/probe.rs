@@ -51,8 +51,9 @@ impl Default for ProbeTargets {
     }
 }
 
+/// `EPERM: Operation not permitted` (nix's `Display` already joins the name and the text).
 fn describe(errno: Errno) -> String {
-    format!("{errno}: {}", errno.desc())
+    errno.to_string()
 }
 
 fn from_io(action: &'static str, result: io::Result<()>, denied_by: &[Errno]) -> ProbeResult {
