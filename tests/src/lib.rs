@@ -1,3 +1,6 @@
 //! Helpers shared by the whole-system tests.
 
+#![forbid(unsafe_code)]
+
+pub mod instance;
 pub mod probe;
