@@ -439,6 +439,35 @@ impl Reply {
     pub fn forbidden_command() -> Reply {
         Reply::status(521, 5, 7, 0, "Error: I can break rules, too. Goodbye.")
     }
+    /// `552 5.3.4 Error: message file too big`: the content grew past
+    /// `message_size_limit` during DATA or BDAT (read to its end first), or cleanup
+    /// refused it for good.
+    pub fn message_file_too_big() -> Reply {
+        Reply::status(552, 5, 3, 4, "Error: message file too big")
+    }
+    /// `554 5.5.0 Error: SMTP protocol synchronization`: a client sent commands
+    /// where it must wait for a reply (`smtpd_forbid_unauth_pipelining`); the
+    /// session ends.
+    pub fn protocol_synchronization() -> Reply {
+        Reply::status(554, 5, 5, 0, "Error: SMTP protocol synchronization")
+    }
+    /// `550 5.5.2 <myhostname> Error: bare <LF> received`
+    /// (`smtpd_forbid_bare_newline = reject`, with Postfix's default
+    /// `smtpd_forbid_bare_newline_reject_code` of 550); the session ends.
+    pub fn bare_newline(myhostname: &str) -> Reply {
+        Reply::status(
+            550,
+            5,
+            5,
+            2,
+            &format!("{} Error: bare <LF> received", printable(myhostname)),
+        )
+    }
+    /// `503 5.5.1 Error: MAIL transaction in progress`: HELO or EHLO between MAIL
+    /// and the end of the message.
+    pub fn transaction_in_progress() -> Reply {
+        Reply::status(503, 5, 5, 1, "Error: MAIL transaction in progress")
+    }
 }
 
 #[cfg(test)]
@@ -567,6 +596,10 @@ mod tests {
             Reply::shutting_down("mx.example.test"),
             Reply::queue_write_error(),
             Reply::forbidden_command(),
+            Reply::message_file_too_big(),
+            Reply::protocol_synchronization(),
+            Reply::bare_newline(&"h".repeat(300)),
+            Reply::transaction_in_progress(),
         ] {
             let enhanced = r.enhanced().map(|s| (s.class(), s.subject(), s.detail()));
             assert_eq!(
