@@ -209,6 +209,15 @@ const CHANNELS: &[Syscall] = &[Syscall::new(
     ],
 ])];
 
+/// Queue file locks: cleanup holds `flock(LOCK_EX)` on a queue file while it writes it, and its
+/// start-up sweep takes the lock (`LOCK_NB`) to tell a dead writer's incomplete file from a live
+/// one's.
+const QUEUE_LOCKS: &[Syscall] = &[Syscall::new(
+    "flock",
+    libc::SYS_flock,
+    "lock a queue file while writing it; test a file's lock in the start-up sweep",
+)];
+
 /// Changing ids per delivery: the `local` agent forks and becomes the recipient.
 const SET_IDS: &[Syscall] = &[
     Syscall::new(
@@ -258,7 +267,12 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
                 FsAccess::CREATE_REMOVE,
                 "write new queue files",
             )],
-            syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+            syscalls: syscalls::set(&[
+                syscalls::BASE,
+                CHANNELS,
+                syscalls::FILES_WRITE,
+                QUEUE_LOCKS,
+            ]),
             ..base
         },
         "qmgr" => {
