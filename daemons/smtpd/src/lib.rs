@@ -1,0 +1,35 @@
+//! Postern's SMTP server: one client session at a time per process, with blocking I/O,
+//! handing each message to cleanup over the process's one cleanup channel.
+//!
+//! Trusts: the master for the listener and channels it hands over; nothing a client
+//! sends; cleanup's answers only as `protocol` decodes them. After start-up the process
+//! has no filesystem access at all (its sandbox profile lists no paths): the accepted
+//! connection and the cleanup channel are its only ways in and out.
+//!
+//! Layout, one module per phase: `config` (every setting, read before the sandbox),
+//! `conn` (the connection, the command-line reader, pipelined replies), `session`
+//! (state and command loop), `ehlo`, `mail`, `rcpt`, `data` (with the `dot` reader),
+//! `bdat`, `simple` (RSET, VRFY, HELP), `received` (the Received: header), `cleanup`
+//! (the hand-over).
+
+#![forbid(unsafe_code)]
+
+mod bdat;
+pub mod cleanup;
+pub mod config;
+pub mod conn;
+mod data;
+pub mod dot;
+mod ehlo;
+mod mail;
+mod rcpt;
+pub mod received;
+pub mod session;
+mod simple;
+
+#[cfg(test)]
+mod tests;
+
+pub use cleanup::{CleanupLink, Connect};
+pub use config::{BareNewline, Config, ConfigError};
+pub use session::run;

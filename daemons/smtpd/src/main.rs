@@ -1,0 +1,40 @@
+//! `smtpd`: the SMTP server daemon. The master passes it the listening socket; it
+//! accepts one client at a time, up to `max_use` sessions, and hands each message to
+//! cleanup.
+//!
+//! Trusts: the master (control channel, listener, the cleanup channel it brokers).
+//! Everything else is in the library's modules.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use daemon::Daemon;
+use smtpd::{CleanupLink, Config};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut d = Daemon::init()?;
+    let config = Config::from_settings(d.settings()).context("smtpd settings")?;
+    // INVARIANT: the sandbox is in force before the first connection is accepted; from
+    // here on the process opens nothing, and its profile gives it no path at all.
+    d.enter_sandbox()?;
+    let mut link = CleanupLink::new(config.timeout);
+    let ended = d.serve_inet(|d, stream, peer| {
+        smtpd::run(stream, peer, &config, &mut link, &mut || {
+            d.connect("cleanup").map_err(|e| e.to_string())
+        })
+    })?;
+    tracing::info!(?ended, "done");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! RCPT (RFC 5321 section 4.1.1.3) with NOTIFY and ORCPT (RFC 3461).
+//!
+//! Trusts: the path and parameters, validated by `Command::parse`, and the client
+//! address the kernel reported. Checked here, in Postfix's order: a transaction
+//! (`503 5.5.1 Error: need MAIL command`), not during BDAT (`RCPT after BDAT`),
+//! `smtpd_recipient_limit` (`452 4.5.3 Error: too many recipients`), SMTPUTF8 for a
+//! non-ASCII address (`553 5.6.7`), then relay control with `policy::relay::classify`
+//! (`554 5.7.1 <addr>: Relay access denied`).
+//!
+//! `<Postmaster>` without a domain is `postmaster@$myhostname`, which is always local.
+//! Local and virtual recipients are not validated against `local_recipient_maps` or
+//! `virtual_mailbox_maps` yet: every address in those domains is accepted here, and a
+//! recipient that does not exist will bounce after queueing.
+
+use policy::RecipientClass;
+use protocol::address::ForwardPath;
+use protocol::queue::Recipient;
+use protocol::smtp::RcptParams;
+use protocol::Reply;
+
+use crate::session::Session;
+
+impl Session<'_, '_> {
+    pub(crate) fn rcpt(&mut self, to: ForwardPath, params: RcptParams) {
+        let Some(txn) = &self.txn else {
+            return self.reply(Reply::need_mail());
+        };
+        if txn.bdat.is_some() {
+            return self.reply(Reply::after_bdat("RCPT"));
+        }
+        if txn.recipients.len() >= self.config.recipient_limit {
+            return self.reply(Reply::too_many_recipients());
+        }
+        if let Some(mailbox) = to.mailbox() {
+            if !mailbox.is_ascii() && !txn.flags.smtputf8 {
+                return self.reply(Reply::smtputf8_required());
+            }
+            let class = policy::classify(mailbox, self.client_ip, &self.config.tables);
+            if class == RecipientClass::RelayDenied {
+                return self.reply(Reply::relay_denied(&mailbox.to_string()));
+            }
+        }
+        if let Some(txn) = &mut self.txn {
+            txn.recipients.push(Recipient {
+                path: to,
+                notify: params.notify,
+                orcpt: params.orcpt,
+            });
+        }
+        self.reply(Reply::recipient_ok());
+    }
+}
