@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Intake benchmark: Postfix's smtp-source against a Postern instance and against Debian's Postfix,
+# both configured the same way, in the same run, on the same file system. See bench/README.md.
+#
+# Usage: bench/intake.sh [--only postfix|postern] [--reuse] [--no-build] [--results FILE]
+#   --only S     measure one system (the table then has no ratio)
+#   --reuse      smtp-source -d: several messages per connection (default: one per connection)
+#   --no-build   use the Postern binaries already in $CARGO_TARGET_DIR/release (or target/release)
+#   --results F  append the table to F (default bench/RESULTS.md; "" appends nowhere)
+#
+# Environment:
+#   BENCH_SESSIONS   parallel sessions to measure          (default "1 10 50")
+#   BENCH_MESSAGES   messages per run, per session count   (default "1:2000 10:5000 50:5000")
+#   BENCH_REPEAT     runs per system and session count     (default 3; the median is reported)
+#   BENCH_SIZE       payload bytes per message             (default 1024)
+#   BENCH_DIR        scratch directory (default: a new one under /var/tmp, removed at exit)
+#   BENCH_KEEP=1     keep the scratch directory (logs, configuration, queues) after the run
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+only=""
+reuse=0
+build=1
+results="$root/bench/RESULTS.md"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --only) only="${2:-}"; shift 2 ;;
+    --reuse) reuse=1; shift ;;
+    --no-build) build=0; shift ;;
+    --results) results="${2:-}"; shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "intake: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+case "$only" in "" | postfix | postern) ;; *) echo "intake: --only postfix|postern" >&2; exit 2 ;; esac
+
+sessions_list=${BENCH_SESSIONS:-"1 10 50"}
+messages_spec=${BENCH_MESSAGES:-"1:2000 10:5000 50:5000"}
+repeat=${BENCH_REPEAT:-3}
+size=${BENCH_SIZE:-1024}
+sender=bench@example.org
+recipient=user@example.test
+
+[ "$(id -u)" = 0 ] || { echo "intake: run as root (installs Postfix, starts both systems)" >&2; exit 1; }
+
+log() { printf 'intake: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+messages_for() {
+    local s=$1 item
+    for item in $messages_spec; do
+        [ "${item%%:*}" = "$s" ] && { echo "${item#*:}"; return; }
+    done
+    echo 2000
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # PORT: both systems' masters open their listeners after they have gone to the background
+    local _
+    for _ in $(seq 1 100); do
+        ss -Hltn "sport = :$1" | grep -q . && return 0
+        sleep 0.1
+    done
+    die "nothing listens on 127.0.0.1:$1"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Queue files in every queue that holds mail. Both systems mark a complete file with the owner-execute
+# bit; a file without it after a run is a message the server acknowledged but did not finish.
+queue_files() { # QUEUE_DIR complete|incomplete
+    local perm=(-perm -u+x)
+    [ "$2" = incomplete ] && perm=(! -perm -u+x)
+    find "$1/incoming" "$1/active" "$1/deferred" "$1/hold" -type f "${perm[@]}" 2>/dev/null | wc -l
+}
+
+declare -A port queue label
+
+# --- Postfix --------------------------------------------------------------------------------------
+# Two instances of Debian's Postfix, each with its own configuration and queue directory below the
+# scratch directory (`postfix -c DIR`; no change to /etc/postfix):
+#   postfix         the shipped services: qmgr runs and moves every message to the deferred queue
+#                   (defer_transports covers every transport), as a real Postfix does after intake;
+#   postfix-intake  no qmgr, so Postfix does exactly what Postern's intake does today (smtpd and
+#                   cleanup, the queue file fsynced in incoming/). in_flow_delay = 0: its flow
+#                   control tokens come from qmgr, and without one smtpd would sleep 1 s per message.
+
+ensure_postfix() {
+    command -v smtp-source >/dev/null && command -v postfix >/dev/null && return
+    log "installing Debian's postfix (smtp-source, and the comparison server)"
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+}
+
+postfix_setup() { # NAME WITH_QMGR
+    local name=$1 qmgr=$2 dir="$scratch/$1"
+    port[$name]=$(free_port)
+    queue[$name]="$dir/queue"
+    mkdir -p "$dir/conf" "$dir/queue" "$dir/data" "$dir/log"
+    chown postfix "$dir/data"
+    # Only what makes it a loopback-only instance that keeps all mail; everything else is Postfix's
+    # default, fsync of queue files included.
+    cat >"$dir/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+maillog_file = $dir/log/maillog
+myhostname = bench.example.org
+mydomain = example.org
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+defer_transports = smtp relay local virtual error retry
+EOF
+    [ "$qmgr" = yes ] || echo "in_flow_delay = 0" >>"$dir/conf/main.cf"
+    # master.cf: the shipped services with chroot off (Postfix's upstream default; Debian's package
+    # turns it on and fills the chroot from an init script that does not run here), smtpd on the
+    # benchmark's port only.
+    {
+        echo "127.0.0.1:${port[$name]} inet n - n - - smtpd"
+        [ "$qmgr" = yes ] && echo "qmgr unix n - n 300 1 qmgr"
+        cat <<EOF
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+virtual   unix  - n n - - virtual
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+EOF
+    } >"$dir/conf/master.cf"
+    # `postfix check` creates the queue directories with Postfix's owners and modes.
+    postfix -c "$dir/conf" check 2>/dev/null || die "$name: postfix check failed (see $dir/log/maillog)"
+}
+
+postfix_start() { # NAME
+    postfix -c "$scratch/$1/conf" start >/dev/null 2>&1 || die "$1: postfix start failed"
+    started[$1]=1
+    wait_port "${port[$1]}"
+}
+
+postfix_stop() { # NAME
+    local pid _
+    pid=$(tr -dc 0-9 <"${queue[$1]}/pid/master.pid" 2>/dev/null || true)
+    postfix -c "$scratch/$1/conf" stop >/dev/null 2>&1 || true
+    # `postfix stop` returns before the master has gone: wait for it, then make sure.
+    if [ -n "$pid" ]; then
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            postfix -c "$scratch/$1/conf" abort >/dev/null 2>&1 || kill -9 "$pid" 2>/dev/null || true
+        fi
+    fi
+}
+
+postfix_clear() { # NAME: let qmgr finish with the last run's mail, then delete every message
+    local q=${queue[$1]} _
+    for _ in $(seq 1 600); do
+        [ -z "$(find "$q/incoming" "$q/active" -type f -print -quit)" ] && break
+        [ -d "$q/public" ] && [ ! -p "$q/public/qmgr" ] && break # no qmgr: incoming/ stays full
+        sleep 0.1
+    done
+    postsuper -c "$scratch/$1/conf" -d ALL >/dev/null 2>&1 || true
+}
+
+postfix_version() { echo "Postfix $(postconf -h -d mail_version) (Debian package $(dpkg-query -W -f='${Version}' postfix))"; }
+
+# --- Postern --------------------------------------------------------------------------------------
+
+pn_bin=""
+
+postern_setup() { # NAME
+    local name=$1 dir="$scratch/$1"
+    port[$name]=$(free_port)
+    queue[$name]="$dir/spool"
+    if [ "$build" = 1 ]; then
+        log "building Postern (release)"
+        (cd "$root" && cargo build --release --workspace --bins -q) || die "cargo build failed"
+    fi
+    pn_bin="${CARGO_TARGET_DIR:-$root/target}/release"
+    [ -x "$pn_bin/postern" ] || die "no $pn_bin/postern (build first, or set CARGO_TARGET_DIR)"
+    local d
+    for d in smtpd cleanup; do
+        [ -x "$pn_bin/$d" ] || die "no $pn_bin/$d: Postern's intake is not built"
+    done
+    "$pn_bin/postern" -c "$dir" init --port "${port[$name]}" >/dev/null
+    grep -Eq '^[^#].*[[:space:]]smtpd$' "$dir/master.cf" || die "postern init enabled no smtpd"
+}
+
+postern_start() { # NAME
+    "$pn_bin/postern" -c "$scratch/$1" start >/dev/null || die "$1: postern start failed"
+    started[$1]=1
+    wait_port "${port[$1]}"
+}
+
+postern_stop() { # NAME
+    "$pn_bin/postern" -c "$scratch/$1" stop >/dev/null 2>&1 || log "$1: postern stop failed"
+}
+
+postern_clear() { # NAME: complete files only; nothing writes them any more
+    find "${queue[$1]}/incoming" -type f -perm -u+x -delete
+}
+
+postern_version() { echo "Postern $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown) (release build)"; }
+
+# --- Load -----------------------------------------------------------------------------------------
+
+declare -A started rate runs
+
+kind() { case $1 in postern) echo postern ;; *) echo postfix ;; esac; }
+
+# run_load NAME SESSIONS MESSAGES: one timed smtp-source run against an empty queue; prints
+# messages/second, or ends the benchmark if the queue does not then hold exactly MESSAGES complete
+# files and nothing incomplete.
+run_load() {
+    local name=$1 s=$2 m=$3 n t0 t1 extra=()
+    "$(kind "$name")_clear" "$name"
+    n=$(queue_files "${queue[$name]}" complete)
+    [ "$n" = 0 ] || die "$name: $n messages still queued before the run"
+    [ "$reuse" = 1 ] && extra=(-d)
+    t0=$(date +%s.%N)
+    smtp-source "${extra[@]}" -s "$s" -m "$m" -l "$size" -f "$sender" -t "$recipient" \
+        -M client.example.org "127.0.0.1:${port[$name]}" >"$scratch/smtp-source.$name.$s.log" 2>&1 ||
+        die "$name: smtp-source failed at $s sessions: $(tail -3 "$scratch/smtp-source.$name.$s.log")"
+    t1=$(date +%s.%N)
+    n=$(queue_files "${queue[$name]}" complete)
+    [ "$n" = "$m" ] || die "$name: $m messages acknowledged, $n complete in the queue: benchmark void"
+    n=$(queue_files "${queue[$name]}" incomplete)
+    [ "$n" = 0 ] || die "$name: $n incomplete queue files after the run: benchmark void"
+    awk -v m="$m" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", m / (b - a) }'
+}
+
+# --- Main -----------------------------------------------------------------------------------------
+
+on_exit() {
+    local status=$? name
+    trap - EXIT INT TERM
+    for name in "${!started[@]}"; do "$(kind "$name")_stop" "$name"; done
+    if [ -n "${scratch:-}" ] && [ "${BENCH_KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
+        rm -rf "$scratch"
+    elif [ -n "${scratch:-}" ]; then
+        log "scratch directory kept: $scratch"
+    fi
+    exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+ensure_postfix
+if [ -n "${BENCH_DIR:-}" ]; then
+    scratch=$BENCH_DIR
+    mkdir -p "$scratch"
+else
+    scratch=$(mktemp -d /var/tmp/postern-bench.XXXXXX)
+fi
+# Both systems' daemons run under their own uids and must reach their directories below it.
+chmod 755 "$scratch"
+
+systems=()
+[ "$only" != postern ] && systems+=(postfix postfix-intake)
+[ "$only" != postfix ] && systems+=(postern)
+label[postfix]="Postfix"
+label[postfix-intake]="Postfix, no qmgr"
+label[postern]="Postern"
+
+for name in "${systems[@]}"; do
+    case $name in
+    postfix) postfix_setup postfix yes ;;
+    postfix-intake) postfix_setup postfix-intake no ;;
+    postern) postern_setup postern ;;
+    esac
+    "$(kind "$name")_start" "$name"
+    log "$name listens on 127.0.0.1:${port[$name]}"
+done
+
+# Interleaved: each round runs every system once, so a neighbour's load on this machine falls on all
+# of them alike. Idle servers cost nothing while another is measured.
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for s in $sessions_list; do
+    m=$(messages_for "$s")
+    for i in $(seq 1 "$repeat"); do
+        for name in "${systems[@]}"; do
+            r=$(run_load "$name" "$s" "$m")
+            log "round $i, $s sessions, $m messages: $name $r msg/s"
+            runs[$name:$s]="${runs[$name:$s]:+${runs[$name:$s]}, }$r"
+        done
+    done
+    for name in "${systems[@]}"; do
+        rate[$name:$s]=$(echo "${runs[$name:$s]}" | tr ',' '\n' | median)
+    done
+done
+loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
+for name in "${systems[@]}"; do "$(kind "$name")_clear" "$name"; done
+
+# --- Report ---------------------------------------------------------------------------------------
+
+mode="one message per connection (smtp-source's default)"
+[ "$reuse" = 1 ] && mode="all of a session's messages on one connection (smtp-source -d)"
+fstype=$(findmnt -n -o FSTYPE -T "$scratch")
+{
+    echo "## Intake, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), $fstype ($(findmnt -n -o OPTIONS -T "$scratch")) under $(dirname "$scratch")"
+    echo "- load average before/after: $loadavg_before / $loadavg_after"
+    [ "$only" != postern ] && echo "- $(postfix_version)"
+    [ "$only" != postfix ] && echo "- $(postern_version)"
+    echo "- load: smtp-source -l $size, one recipient, $mode; $repeat interleaved runs per cell, median msg/s (each run in brackets)"
+    echo
+    printf '| sessions | messages |'
+    for name in "${systems[@]}"; do printf ' %s |' "${label[$name]}"; done
+    [ -z "$only" ] && printf ' Postern/Postfix | Postern/Postfix, no qmgr |'
+    echo
+    printf '|---:|---:|'
+    for _ in "${systems[@]}"; do printf -- '---:|'; done
+    [ -z "$only" ] && printf -- '---:|---:|'
+    echo
+    for s in $sessions_list; do
+        printf '| %s | %s |' "$s" "$(messages_for "$s")"
+        for name in "${systems[@]}"; do printf ' %s (%s) |' "${rate[$name:$s]}" "${runs[$name:$s]}"; done
+        if [ -z "$only" ]; then
+            awk -v a="${rate[postern:$s]}" -v b="${rate[postfix:$s]}" -v c="${rate[postfix-intake:$s]}" \
+                'BEGIN { printf " %.2f× | %.2f× |", a / b, a / c }'
+        fi
+        echo
+    done
+    echo
+} >"$scratch/table.md"
+cat "$scratch/table.md"
+if [ -n "$results" ]; then
+    cat "$scratch/table.md" >>"$results"
+    log "table appended to $results"
+fi
