@@ -29,6 +29,7 @@ Commands:
   init [--port N] [--force]
                          create a self-contained instance in CONFIG_DIR
   conf [-n] [NAME...]    print parameters of the effective main.cf (-n: only those set in the file)
+  queue list [--json]    list the messages in the queue, as Postfix's mailq (--json: as postqueue -j)
   help                   print this text
 
 Options:
@@ -52,6 +53,10 @@ pub enum Command {
     Conf {
         explicit_only: bool,
         names: Vec<String>,
+    },
+    /// List the queue (`--json`: one JSON object per message).
+    QueueList {
+        json: bool,
     },
     Help,
     /// Internal: apply the sandbox of `role` in this process and report what the probes saw.
@@ -94,6 +99,10 @@ pub enum UsageError {
     NotUtf8(String),
     #[error("`{PROBE_SUBCOMMAND}` needs a role name")]
     MissingRole,
+    #[error("`queue` needs a subcommand: list")]
+    MissingQueueCommand,
+    #[error("unknown queue subcommand `{0}` (known: list)")]
+    UnknownQueueCommand(String),
 }
 
 /// Parses the arguments after the program name.
@@ -135,6 +144,7 @@ where
         "check" => no_arguments("check", rest, Command::Check)?,
         "help" | "--help" | "-h" => no_arguments("help", rest, Command::Help)?,
         "init" => parse_init(rest)?,
+        "queue" => parse_queue(rest)?,
         "conf" => {
             let mut explicit_only = false;
             let mut names = Vec::new();
@@ -213,6 +223,24 @@ fn parse_init(rest: Vec<String>) -> Result<Command, UsageError> {
     Ok(Command::Init { port, force })
 }
 
+fn parse_queue(rest: Vec<String>) -> Result<Command, UsageError> {
+    let mut rest = rest.into_iter();
+    let sub = rest.next().ok_or(UsageError::MissingQueueCommand)?;
+    match sub.as_str() {
+        "list" => {
+            let mut json = false;
+            for arg in rest {
+                match arg.as_str() {
+                    "--json" | "-j" => json = true,
+                    _ => return Err(not_an_option("queue list", arg)),
+                }
+            }
+            Ok(Command::QueueList { json })
+        }
+        _ => Err(UsageError::UnknownQueueCommand(sub)),
+    }
+}
+
 fn parse_port(value: &str) -> Result<u16, UsageError> {
     match value.parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
@@ -254,6 +282,27 @@ mod tests {
 
     fn command(line: &str) -> Command {
         parse_str(line).unwrap().command
+    }
+
+    #[test]
+    fn queue_list() {
+        assert_eq!(command("queue list"), Command::QueueList { json: false });
+        assert_eq!(
+            command("queue list --json"),
+            Command::QueueList { json: true }
+        );
+        assert_eq!(
+            parse_str("queue").unwrap_err(),
+            UsageError::MissingQueueCommand
+        );
+        assert_eq!(
+            parse_str("queue flush").unwrap_err(),
+            UsageError::UnknownQueueCommand("flush".to_owned())
+        );
+        assert!(matches!(
+            parse_str("queue list --all").unwrap_err(),
+            UsageError::UnknownOption { .. }
+        ));
     }
 
     #[test]

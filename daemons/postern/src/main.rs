@@ -2,8 +2,8 @@
 //! Postfix's `postfix` and `postconf`.
 //!
 //! `postern [-c CONFIG_DIR] start [--foreground] | stop | reload | status | check |
-//! init [--port N] [--force] | conf [-n] [NAME...] | help`. Usage errors exit 2; a command that
-//! fails exits 1 with `postern: fatal: REASON` on stderr.
+//! init [--port N] [--force] | conf [-n] [NAME...] | queue list [--json] | help`. Usage errors
+//! exit 2; a command that fails exits 1 with `postern: fatal: REASON` on stderr.
 //!
 //! Trusts: its command line and the configuration directory (the administrator's). Does not
 //! trust: the pid file's content, the master's output, or its own probe children's output; each is
@@ -19,6 +19,7 @@ mod init;
 mod instance;
 mod layout;
 mod probe;
+mod queue;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,7 @@ fn run(config_dir: &Path, command: Command, out: &mut dyn Write) -> anyhow::Resu
         Command::Stop => stop(config_dir),
         Command::Reload => reload(config_dir),
         Command::Status => status(config_dir, out),
+        Command::QueueList { json } => queue_list(config_dir, json, out),
     }
 }
 
@@ -229,6 +231,20 @@ fn reload(config_dir: &Path) -> anyhow::Result<u8> {
     let pid = running_pid(&pid_path(&instance)?)?;
     eprintln!("postern: refreshing the mail system");
     control::signal(pid, Signal::SIGHUP)?;
+    Ok(0)
+}
+
+fn queue_list(config_dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let instance = Instance::load(config_dir)?;
+    let queue_directory = instance.queue_directory()?;
+    let entries = queue::scan(&queue_directory, &mut |warning| {
+        eprintln!("postern: warning: {warning}");
+    })?;
+    if json {
+        queue::write_json(&entries, out)?;
+    } else {
+        queue::write_text(&entries, out)?;
+    }
     Ok(0)
 }
 
