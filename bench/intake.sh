@@ -15,6 +15,8 @@
 #   BENCH_SIZE       payload bytes per message             (default 1024)
 #   BENCH_DIR        scratch directory (default: a new one under /var/tmp, removed at exit)
 #   BENCH_KEEP=1     keep the scratch directory (logs, configuration, queues) after the run
+#   BENCH_POSTERN_USER  run Postern as this user (dev mode: every daemon under that uid, each
+#                    still sandboxed) instead of root with a uid per role (default root)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --reuse) reuse=1; shift ;;
     --no-build) build=0; shift ;;
     --results) results="${2:-}"; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "intake: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -187,6 +189,11 @@ postfix_version() { echo "Postfix $(postconf -h -d mail_version) (Debian package
 # --- Postern --------------------------------------------------------------------------------------
 
 pn_bin=""
+pn_user=${BENCH_POSTERN_USER:-root}
+
+as_postern_user() {
+    if [ "$pn_user" = root ]; then "$@"; else runuser -u "$pn_user" -- "$@"; fi
+}
 
 postern_setup() { # NAME
     local name=$1 dir="$scratch/$1"
@@ -202,25 +209,31 @@ postern_setup() { # NAME
     for d in smtpd cleanup; do
         [ -x "$pn_bin/$d" ] || die "no $pn_bin/$d: Postern's intake is not built"
     done
-    "$pn_bin/postern" -c "$dir" init --port "${port[$name]}" >/dev/null
+    mkdir -p "$dir"
+    chown "$pn_user:" "$dir"
+    as_postern_user "$pn_bin/postern" -c "$dir" init --port "${port[$name]}" >/dev/null
     grep -Eq '^[^#].*[[:space:]]smtpd$' "$dir/master.cf" || die "postern init enabled no smtpd"
 }
 
 postern_start() { # NAME
-    "$pn_bin/postern" -c "$scratch/$1" start >/dev/null || die "$1: postern start failed"
+    as_postern_user "$pn_bin/postern" -c "$scratch/$1" start >/dev/null || die "$1: postern start failed"
     started[$1]=1
     wait_port "${port[$1]}"
 }
 
 postern_stop() { # NAME
-    "$pn_bin/postern" -c "$scratch/$1" stop >/dev/null 2>&1 || log "$1: postern stop failed"
+    as_postern_user "$pn_bin/postern" -c "$scratch/$1" stop >/dev/null 2>&1 || log "$1: postern stop failed"
 }
 
 postern_clear() { # NAME: complete files only; nothing writes them any more
     find "${queue[$1]}/incoming" -type f -perm -u+x -delete
 }
 
-postern_version() { echo "Postern $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown) (release build)"; }
+postern_version() {
+    local how="as root, a uid per daemon role"
+    [ "$pn_user" = root ] || how="as $pn_user (dev mode: one uid, every daemon sandboxed)"
+    echo "Postern $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown) (release build, $how)"
+}
 
 # --- Load -----------------------------------------------------------------------------------------
 
