@@ -86,7 +86,8 @@ pub(crate) struct Session<'a, 'c> {
     pub handed: bool,
     pub errors: u32,
     pub junk: u32,
-    pub commands: u32,
+    /// Per verb, in first-use order: (verb, accepted, sent), for the disconnect line.
+    pub counts: Vec<(String, u32, u32)>,
     pub last_verb: String,
     pub link: &'a mut CleanupLink,
     pub connect: &'a mut Connect<'c>,
@@ -115,7 +116,7 @@ pub fn run(
         handed: false,
         errors: 0,
         junk: 0,
-        commands: 0,
+        counts: Vec::new(),
         last_verb: "CONNECT".to_owned(),
         link,
         connect,
@@ -140,7 +141,7 @@ pub fn run(
     s.conn.close();
     tracing::info!(
         client = %s.client,
-        commands = s.commands,
+        commands = %s.command_counts(),
         errors = s.errors,
         "disconnect"
     );
@@ -224,7 +225,7 @@ impl Session<'_, '_> {
                 return Ok(());
             }
             let line = self.conn.read_line(self.config.line_length_limit)?;
-            self.commands += 1;
+            let errors_before = self.errors;
             if line.bare_lf && self.config.bare_newline == BareNewline::Reject {
                 tracing::info!(client = %self.client, "bare <LF> received");
                 self.conn
@@ -266,10 +267,54 @@ impl Session<'_, '_> {
                 }
                 Ok(cmd) => self.command(cmd, !line.bare_lf)?,
             };
+            self.count(self.errors == errors_before);
             if flow == Flow::Close {
                 return Ok(());
             }
         }
+    }
+
+    /// Counts the command just handled under its verb (`unknown` for lines that are
+    /// not a command).
+    pub(crate) fn count(&mut self, accepted: bool) {
+        let verb = if self.last_verb.len() <= 16
+            && self.last_verb.bytes().all(|b| b.is_ascii_alphabetic())
+        {
+            self.last_verb.to_ascii_lowercase()
+        } else {
+            "unknown".to_owned()
+        };
+        let slot = match self.counts.iter().position(|(v, _, _)| *v == verb) {
+            Some(at) => at,
+            None => {
+                self.counts.push((verb, 0, 0));
+                self.counts.len() - 1
+            }
+        };
+        let (_, ok, sent) = &mut self.counts[slot];
+        *ok += u32::from(accepted);
+        *sent += 1;
+    }
+
+    /// Postfix's disconnect summary: `ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6`
+    /// (`accepted/sent` where some were refused).
+    pub fn command_counts(&self) -> String {
+        let pair = |ok: u32, sent: u32| {
+            if ok == sent {
+                sent.to_string()
+            } else {
+                format!("{ok}/{sent}")
+            }
+        };
+        let mut text = String::new();
+        let (mut ok_all, mut sent_all) = (0, 0);
+        for (verb, ok, sent) in &self.counts {
+            text.push_str(&format!("{verb}={} ", pair(*ok, *sent)));
+            ok_all += ok;
+            sent_all += sent;
+        }
+        text.push_str(&format!("commands={}", pair(ok_all, sent_all)));
+        text
     }
 
     fn improper_pipelining(&mut self, after: &str) {

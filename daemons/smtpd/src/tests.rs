@@ -884,6 +884,47 @@ fn a_broken_channel_is_replaced_and_a_refused_one_is_451() {
 }
 
 #[test]
+fn the_disconnect_summary_counts_commands_as_postfix() {
+    let cfg = config("");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.write_all(b"EHLO c.example\r\n").unwrap();
+    let (stream, peer) = listener.accept().unwrap();
+    let mut link = CleanupLink::new(cfg.timeout);
+    let mut connect = || Err("refused".to_owned());
+    let conn = crate::conn::Conn::new(stream, cfg.timeout).unwrap();
+    let mut s = crate::session::Session {
+        config: &cfg,
+        conn,
+        client_ip: peer.ip(),
+        client: "unknown[127.0.0.1]".to_owned(),
+        helo: None,
+        esmtp: false,
+        txn: None,
+        handed: false,
+        errors: 0,
+        junk: 0,
+        counts: Vec::new(),
+        last_verb: String::new(),
+        link: &mut link,
+        connect: &mut connect,
+    };
+    for (verb, ok) in [
+        ("EHLO", true),
+        ("RCPT", false),
+        ("RCPT", true),
+        ("x:y", false),
+    ] {
+        s.last_verb = verb.to_owned();
+        s.count(ok);
+    }
+    assert_eq!(
+        s.command_counts(),
+        "ehlo=1 rcpt=1/2 unknown=0/1 commands=2/4"
+    );
+}
+
+#[test]
 fn web_clients_are_sent_away() {
     let mut h = Harness::start("smtpd_forbid_unauth_pipelining = no\n", Answer::Queue);
     h.greeting();
