@@ -887,8 +887,7 @@ fn a_broken_channel_is_replaced_and_a_refused_one_is_451() {
 fn the_disconnect_summary_counts_commands_as_postfix() {
     let cfg = config("");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.write_all(b"EHLO c.example\r\n").unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (stream, peer) = listener.accept().unwrap();
     let mut link = CleanupLink::new(cfg.timeout);
     let mut connect = || Err("refused".to_owned());
