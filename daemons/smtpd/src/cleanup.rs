@@ -116,12 +116,21 @@ impl CleanupLink {
         begin: ToCleanup,
         recipients: &[Recipient],
     ) -> Result<(), HandOffError> {
-        if self.channel.is_none() {
-            let channel = connect().map_err(HandOffError::Connect)?;
-            channel.set_nonblocking(true)?;
-            self.channel = Some(channel);
+        let reused = self.channel.is_some();
+        if !reused {
+            self.open(connect)?;
         }
-        self.send(&begin)?;
+        match self.send(&begin) {
+            // A cleanup process that ended since the last message (stopped, crashed)
+            // leaves a closed channel; nothing of this message was sent yet, so a new
+            // channel may carry it.
+            Err(HandOffError::Channel(ChannelError::PeerClosed)) if reused => {
+                tracing::info!("cleanup channel closed since the last message; reconnecting");
+                self.open(connect)?;
+                self.send(&begin)?;
+            }
+            other => other?,
+        }
         for group in recipients.chunks(RECIPIENTS_PER_MESSAGE) {
             let list = match BoundedVec::try_from(group.to_vec()) {
                 Ok(list) => list,
@@ -152,6 +161,13 @@ impl CleanupLink {
                 tracing::warn!("cleanup abort: {e}");
             }
         }
+    }
+
+    fn open(&mut self, connect: &mut Connect<'_>) -> Result<(), HandOffError> {
+        let channel = connect().map_err(HandOffError::Connect)?;
+        channel.set_nonblocking(true)?;
+        self.channel = Some(channel);
+        Ok(())
     }
 
     /// Ends the message and waits for cleanup's answer.

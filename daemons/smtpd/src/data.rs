@@ -55,7 +55,7 @@ impl Session<'_, '_> {
             };
             self.conn.consume(used);
             size += (out.len() - before) as u64;
-            if feed != Feed::More && matches!(feed, Feed::BareLf { .. }) {
+            if matches!(feed, Feed::BareLf { .. }) {
                 self.abort_message();
                 tracing::info!(client = %self.client, "bare <LF> received in DATA");
                 self.txn = None;

@@ -24,6 +24,8 @@ enum Answer {
     Hang,
     /// Closes the channel at `End`.
     Close,
+    /// Queues one message, then closes the channel (a cleanup process that ended).
+    QueueOnce,
 }
 
 const BASE: &str = "myhostname = mx.example.test\n\
@@ -54,7 +56,7 @@ fn fake_cleanup(channel: Channel, answer: Answer, log: mpsc::Sender<ToCleanup>) 
             continue;
         }
         let reply = match answer {
-            Answer::Queue => {
+            Answer::Queue | Answer::QueueOnce => {
                 seq += 1;
                 FromCleanup::Queued {
                     id: QueueId::new(SystemTime::now(), seq).unwrap(),
@@ -75,7 +77,7 @@ fn fake_cleanup(channel: Channel, answer: Answer, log: mpsc::Sender<ToCleanup>) 
             }
             Answer::Close => return,
         };
-        if channel.send(&reply, &[]).is_err() {
+        if channel.send(&reply, &[]).is_err() || answer == Answer::QueueOnce {
             return;
         }
     }
@@ -868,6 +870,22 @@ fn a_broken_channel_is_replaced_and_a_refused_one_is_451() {
         h.send(b"x\r\n.\r\n");
         let r = h.reply();
         assert!(r.starts_with(expected), "{r}");
+    }
+    h.finish();
+
+    // A channel whose cleanup went away between messages is replaced without a 451.
+    let mut h = Harness::start_with("", &[Answer::QueueOnce, Answer::Queue], None);
+    h.ehlo();
+    for round in 0..2 {
+        transaction(&mut h, &["a@mx.example.test"]);
+        h.expect("DATA", "354");
+        h.send(b"x\r\n.\r\n");
+        let r = h.reply();
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+        if round == 0 {
+            // The first cleanup has closed its end before the next message starts.
+            h.cleanup.remove(0).join().unwrap();
+        }
     }
     h.finish();
 
