@@ -6,7 +6,9 @@
 //! [`FromCleanup`], and anything else (a broken or closed channel, no answer within
 //! `smtpd_timeout`) is a temporary failure: `451 4.3.0 Error: queue file write error`.
 //! After any failure the channel is dropped, so cleanup sees it close and discards the
-//! message in progress; the next message asks the master for a new channel.
+//! message in progress; the next message asks the master for a new channel. A channel
+//! found closed when a message begins (its cleanup process ended since the last
+//! message) is replaced at once, as nothing of the message was handed over yet.
 //!
 //! Sends never block without limit: the channel is non-blocking and a full socket
 //! buffer is waited out with `poll`, up to `smtpd_timeout`.
