@@ -135,6 +135,7 @@ pub static PARAMS: &[Param] = &[
     p("disable_vrfy_command", "no", Kind::Bool, "Whether VRFY is refused with 502 instead of answered with 252."),
     p("smtputf8_enable", "yes", Kind::Bool, "Whether the SMTP server offers SMTPUTF8."),
     p("header_size_limit", "102400", int(1), "Octets of the message header section cleanup keeps as headers; the rest of an oversized header goes into the body."),
+    p("smtpd_forbid_bare_newline_reject_code", "521", int(400), "The reply code when smtpd_forbid_bare_newline = reject refuses a bare LF and disconnects (Postfix's default is 550; 521 says the server closes the session)."),
     p("smtpd_tls_cert_file", "", PATH, "The SMTP server's PEM certificate chain; empty means no TLS."),
     p("smtpd_tls_key_file", "$smtpd_tls_cert_file", PATH, "The SMTP server's PEM private key."),
     p("smtpd_tls_security_level", "", Kind::Enum(&["", "none", "may", "encrypt"]), "SMTP server TLS: none, may (offer STARTTLS) or encrypt (require it); empty means none."),

@@ -80,8 +80,10 @@ impl Session<'_, '_> {
                 self.abort_message();
                 self.txn = None;
                 tracing::info!(client = %self.client, "bare <LF> received in BDAT");
-                self.conn
-                    .reply(&Reply::bare_newline(&self.config.myhostname));
+                self.conn.reply(&Reply::bare_newline(
+                    self.config.bare_newline_reject_code,
+                    &self.config.myhostname,
+                ));
                 return Ok(Flow::Close);
             }
             let before = out.len();

@@ -72,6 +72,8 @@ pub struct Config {
     /// `line_length_limit`: the longest command line.
     pub line_length_limit: usize,
     pub bare_newline: BareNewline,
+    /// `smtpd_forbid_bare_newline_reject_code`: 4xx or 5xx.
+    pub bare_newline_reject_code: u16,
     pub forbid_unauth_pipelining: bool,
     pub helo_required: bool,
     pub disable_vrfy: bool,
@@ -128,6 +130,17 @@ impl Config {
                 })
             }
         };
+        let bare_newline_reject_code = count(s, "smtpd_forbid_bare_newline_reject_code")?;
+        let bare_newline_reject_code = match u16::try_from(bare_newline_reject_code) {
+            Ok(code) if (400..600).contains(&code) => code,
+            _ => {
+                return Err(ConfigError::Value {
+                    name: "smtpd_forbid_bare_newline_reject_code",
+                    value: bare_newline_reject_code.to_string(),
+                    why: "must be a 4xx or 5xx SMTP reply code",
+                })
+            }
+        };
         let line_length_limit = count(s, "line_length_limit")? as usize;
         if line_length_limit < 512 {
             // RFC 5321 section 4.5.3.1.4: a server must accept 512-octet command lines.
@@ -161,6 +174,7 @@ impl Config {
             })?,
             line_length_limit,
             bare_newline,
+            bare_newline_reject_code,
             forbid_unauth_pipelining: flag(s, "smtpd_forbid_unauth_pipelining")?,
             helo_required: flag(s, "smtpd_helo_required")?,
             disable_vrfy: flag(s, "disable_vrfy_command")?,

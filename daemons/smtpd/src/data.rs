@@ -12,7 +12,7 @@
 //! `Abort` and the rest of the data is read and dropped, then
 //! `552 5.3.4 Error: message file too big`. The size is that of the text as stored,
 //! without the Received: header. Under `smtpd_forbid_bare_newline = reject` a bare LF
-//! ends the session (`550 5.5.2 ... bare <LF> received`). Any reply ends the
+//! ends the session (`521 5.5.2 ... bare <LF> received`, the code from `smtpd_forbid_bare_newline_reject_code`). Any reply ends the
 //! transaction.
 
 use protocol::cleanup::CHUNK_MAX;
@@ -59,8 +59,10 @@ impl Session<'_, '_> {
                 self.abort_message();
                 tracing::info!(client = %self.client, "bare <LF> received in DATA");
                 self.txn = None;
-                self.conn
-                    .reply(&Reply::bare_newline(&self.config.myhostname));
+                self.conn.reply(&Reply::bare_newline(
+                    self.config.bare_newline_reject_code,
+                    &self.config.myhostname,
+                ));
                 return Ok(Flow::Close);
             }
             if failure.is_none() && limit > 0 && size > limit {

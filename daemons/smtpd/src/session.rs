@@ -22,7 +22,9 @@
 //!   exempt: its chunk follows it by definition, and RFC 3030 lets commands follow the
 //!   chunk;
 //! - `smtpd_forbid_bare_newline = reject`: a command line ending in a bare LF gets
-//!   `550 5.5.2 $myhostname Error: bare <LF> received` and the session ends;
+//!   `521 5.5.2 $myhostname Error: bare <LF> received` and the session ends (the code is
+//!   `smtpd_forbid_bare_newline_reject_code`: 521 here, where Postfix's default is 550, because
+//!   521 tells the client the server closes the session, which it does);
 //! - `CONNECT`, `GET`, `POST` and any verb with a colon (an HTTP header line) are not
 //!   SMTP: `521 5.7.0 Error: I can break rules, too. Goodbye.`, and the session ends
 //!   (Postfix's `smtpd_forbidden_commands`);
@@ -228,8 +230,10 @@ impl Session<'_, '_> {
             let errors_before = self.errors;
             if line.bare_lf && self.config.bare_newline == BareNewline::Reject {
                 tracing::info!(client = %self.client, "bare <LF> received");
-                self.conn
-                    .reply(&Reply::bare_newline(&self.config.myhostname));
+                self.conn.reply(&Reply::bare_newline(
+                    self.config.bare_newline_reject_code,
+                    &self.config.myhostname,
+                ));
                 return Ok(());
             }
             if line.too_long {

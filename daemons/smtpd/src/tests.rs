@@ -719,7 +719,7 @@ fn smuggling_variants_in_each_mode() {
         if variant.contains(&b'\n') && crate::dot::has_bare_lf(variant, false) {
             assert_eq!(
                 replies,
-                ["550 5.5.2 mx.example.test Error: bare <LF> received\r\n"],
+                ["521 5.5.2 mx.example.test Error: bare <LF> received\r\n"],
                 "{variant:?}"
             );
             assert_eq!(kinds(&log), ["Begin", "Recipients", "Abort"]);
@@ -750,7 +750,7 @@ fn bare_lf_command_lines() {
     h.send(b"HELO c.example\n");
     assert_eq!(
         h.reply(),
-        "550 5.5.2 mx.example.test Error: bare <LF> received\r\n"
+        "521 5.5.2 mx.example.test Error: bare <LF> received\r\n"
     );
     assert!(h.closed());
     h.finish();

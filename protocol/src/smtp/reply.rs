@@ -451,13 +451,19 @@ impl Reply {
     pub fn protocol_synchronization() -> Reply {
         Reply::status(554, 5, 5, 0, "Error: SMTP protocol synchronization")
     }
-    /// `550 5.5.2 <myhostname> Error: bare <LF> received`
-    /// (`smtpd_forbid_bare_newline = reject`, with Postfix's default
-    /// `smtpd_forbid_bare_newline_reject_code` of 550); the session ends.
-    pub fn bare_newline(myhostname: &str) -> Reply {
+    /// `521 5.5.2 <myhostname> Error: bare <LF> received`
+    /// (`smtpd_forbid_bare_newline = reject`); the session ends. `code` is
+    /// `smtpd_forbid_bare_newline_reject_code`, a 4xx or 5xx code (the enhanced
+    /// code's class follows it); anything else is answered as 521.
+    pub fn bare_newline(code: u16, myhostname: &str) -> Reply {
+        let code = if (400..600).contains(&code) {
+            code
+        } else {
+            521
+        };
         Reply::status(
-            550,
-            5,
+            code,
+            (code / 100) as u8,
             5,
             2,
             &format!("{} Error: bare <LF> received", printable(myhostname)),
@@ -598,7 +604,7 @@ mod tests {
             Reply::forbidden_command(),
             Reply::message_file_too_big(),
             Reply::protocol_synchronization(),
-            Reply::bare_newline(&"h".repeat(300)),
+            Reply::bare_newline(521, &"h".repeat(300)),
             Reply::transaction_in_progress(),
         ] {
             let enhanced = r.enhanced().map(|s| (s.class(), s.subject(), s.detail()));
