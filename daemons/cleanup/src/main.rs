@@ -16,7 +16,6 @@ mod spool;
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use daemon::Daemon;
 use protocol::{Channel, ChannelError, ToQmgr};
 
@@ -27,7 +26,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("fatal: {e:#}");
+            // Each error's text already includes its cause.
+            tracing::error!("fatal: {e}");
             ExitCode::FAILURE
         }
     }
@@ -38,15 +38,15 @@ fn run() -> anyhow::Result<()> {
     let config = Config::from_settings(d.settings())?;
     let incoming =
         std::path::PathBuf::from(d.settings().get("queue_directory")?.trim()).join("incoming");
-    // Opened before the sandbox: the descriptor names the directory for every create, remove
-    // and fsync, so a rename of the spool cannot redirect them later.
-    let spool = Spool::open(&incoming)?;
     // INVARIANT: the sandbox is in force before the first channel is read and before the sweep
     // opens any queue file.
     d.enter_sandbox()?;
-    let sweep = spool
-        .sweep()
-        .with_context(|| format!("sweeping {}", incoming.display()))?;
+    // Opened after the sandbox: before it this process is root without CAP_DAC_OVERRIDE (the
+    // master's bounding set), which cannot enter the queue user's 0700 directory; landlock
+    // allows it now. The descriptor then names the directory for every create, remove and
+    // fsync.
+    let spool = Spool::open(&incoming)?;
+    let sweep = spool.sweep()?;
     tracing::info!(
         removed = sweep.removed.len(),
         in_progress = sweep.in_progress,
