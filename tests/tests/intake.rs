@@ -490,11 +490,14 @@ fn lettre_sends_a_message() {
     let response = transport.send(&email).expect("lettre send");
     assert_eq!(response.code().to_string(), "250");
     let reply = response.message().collect::<Vec<_>>().join(" ");
-    let formatted = email.formatted();
+    // lettre always ends the data with CRLF . CRLF, after a message that already ends with a
+    // line end: the stored text has one empty line more than `formatted()`.
+    let mut sent = email.formatted();
+    sent.extend_from_slice(b"\r\n");
     let queued = check_queued(
         &inst,
         &reply,
-        &expect("sender@example.org", &["user@example.test"], &formatted),
+        &expect("sender@example.org", &["user@example.test"], &sent),
     );
     assert_queue_holds(&inst, &[queue_id(&reply)]);
     assert!(queued.mode & 0o100 != 0);
@@ -579,10 +582,11 @@ fn curl_sends_a_message() {
 #[test]
 fn swaks_pipelines_a_transaction_with_several_recipients() {
     let inst = intake("swaks", &[]);
-    // swaks sends the file's lines with CRLF ends.
+    // swaks sends the file's lines with CRLF ends and adds CRLF . CRLF after the last one, so
+    // the file has no line end of its own after its last line.
     let lf_body = "From: <sender@example.org>\nTo: <u1@example.test>\nSubject: from swaks\n\
                    Date: Mon, 01 Jan 2024 00:00:00 +0000\nMessage-ID: <swaks-1@client.example.org>\n\n\
-                   Hello from swaks.\n";
+                   Hello from swaks.\n.a dot line\nlast line";
     let path = write_file(&inst, "swaks.eml", lf_body.as_bytes());
     let out = Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", &inst.port().to_string()])
@@ -610,7 +614,7 @@ fn swaks_pipelines_a_transaction_with_several_recipients() {
         .lines()
         .find(|l| l.contains("queued as"))
         .unwrap_or_else(|| panic!("no queued reply in swaks's transcript:\n{stdout}"));
-    let body = lf_body.replace('\n', "\r\n");
+    let body = format!("{}\r\n", lf_body.replace('\n', "\r\n"));
     check_queued(
         &inst,
         reply,
@@ -976,7 +980,11 @@ fn commands_out_of_sequence_get_503() {
         c.cmd("MAIL FROM:<a@example.org>").first(),
         "503 5.5.1 Error: nested MAIL command"
     );
-    assert_eq!(c.cmd("DATA").first(), "503 5.5.1 Error: need RCPT command");
+    // Inside a transaction without recipients Postfix words it differently.
+    assert_eq!(
+        c.cmd("DATA").first(),
+        "554 5.5.1 Error: no valid recipients"
+    );
     assert!(c.cmd("RCPT TO:<user@example.test>").starts("250 2.1.5"));
     assert!(c.cmd("QUIT").starts("221"));
     assert_queue_holds(&inst, &[]);
@@ -1095,8 +1103,8 @@ fn early_talkers_and_unauthorized_pipelining_are_disconnected() {
     );
     assert_queue_holds(&inst, &[]);
     assert!(
-        inst.log().contains("pipelining") || inst.log().contains("synchronization"),
-        "the violation is logged:\n{}",
+        inst.wait_log("improper command pipelining", REPLY_WAIT),
+        "the violation is logged as Postfix logs it:\n{}",
         inst.log()
     );
 }
