@@ -12,11 +12,12 @@
 //! - white space (spaces or tabs) after the colon of `MAIL FROM:` and `RCPT TO:`;
 //! - runs of white space between arguments, and white space at the start and end
 //!   of the line;
-//! - `NOOP` with an argument, which RFC 5321 allows and Postfix refuses.
+//! - `NOOP` with an argument, which RFC 5321 allows and Postfix refuses;
+//! - a path without angle brackets (`MAIL FROM:user@example.com`), as Postfix
+//!   accepts it without `strict_rfc821_envelopes`: the first word is the address.
 //!
-//! Refused although Postfix accepts it (without `strict_rfc821_envelopes`): a
-//! path without angle brackets (`MAIL FROM:user@example.com`), RFC 822 comments
-//! and phrases around a path, and more than one word after HELO or EHLO. Refused
+//! Refused although Postfix accepts it (without `strict_rfc821_envelopes`): RFC
+//! 822 comments and phrases around a path, and more than one word after HELO or EHLO. Refused
 //! anywhere in a line: control characters other than tab, and bytes that are not
 //! UTF-8.
 
@@ -379,8 +380,9 @@ fn parse_bdat(rest: &str) -> Result<Command, CommandError> {
     Ok(Command::Bdat { size, last })
 }
 
-/// Splits `KEYWORD:<path> params` into the path (brackets included) and the
-/// parameter text, or `None` when the keyword is missing.
+/// Splits `KEYWORD:<path> params` into the path (brackets included, or a bare
+/// address without them) and the parameter text, or `None` when the keyword is
+/// missing.
 fn split_path<'a>(rest: &'a str, keyword: &str) -> Option<Result<(&'a str, &'a str), ()>> {
     let head = rest.get(..keyword.len())?;
     if !head.eq_ignore_ascii_case(keyword) {
@@ -391,7 +393,14 @@ fn split_path<'a>(rest: &'a str, keyword: &str) -> Option<Result<(&'a str, &'a s
         return None;
     }
     if !after.starts_with('<') {
-        return Some(Err(()));
+        // Postfix without `strict_rfc821_envelopes`: a bare address is the first
+        // word; the caller puts it in brackets. Brackets inside it are an error.
+        let end = after.find(is_space).unwrap_or(after.len());
+        let (path, params) = after.split_at(end);
+        if path.contains(['<', '>']) {
+            return Some(Err(()));
+        }
+        return Some(Ok((path, params)));
     }
     // The path ends at the first '>' outside a quoted string.
     let mut quoted = false;
@@ -506,18 +515,28 @@ fn address_error(e: AddressError, wrap: fn(AddressError) -> CommandError) -> Com
     }
 }
 
+/// A path as `split_path` found it, in angle brackets.
+fn bracketed(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.starts_with('<') {
+        path.into()
+    } else {
+        format!("<{path}>").into()
+    }
+}
+
 fn parse_mail(rest: &str) -> Result<Command, CommandError> {
     let (path, text) = match split_path(rest, "FROM:") {
         None => return Err(CommandError::MailSyntax),
         Some(Err(())) => return Err(CommandError::BadSender(AddressError::PathBrackets)),
         Some(Ok(split)) => split,
     };
+    let path = bracketed(path);
     // Whether the path may be UTF-8 depends on this command's own SMTPUTF8
     // parameter. As in Postfix, a bad address is reported before a bad parameter.
     let params = parse_mail_params(text);
     let utf8 = params.as_ref().map_or(true, |p| p.smtputf8);
     let from =
-        ReversePath::parse(path, utf8).map_err(|e| address_error(e, CommandError::BadSender))?;
+        ReversePath::parse(&path, utf8).map_err(|e| address_error(e, CommandError::BadSender))?;
     Ok(Command::Mail {
         from,
         params: params?,
@@ -530,8 +549,9 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
         Some(Err(())) => return Err(CommandError::BadRecipient(AddressError::PathBrackets)),
         Some(Ok(split)) => split,
     };
+    let path = bracketed(path);
     let to =
-        ForwardPath::parse(path, true).map_err(|e| address_error(e, CommandError::BadRecipient))?;
+        ForwardPath::parse(&path, true).map_err(|e| address_error(e, CommandError::BadRecipient))?;
     Ok(Command::Rcpt {
         to,
         params: parse_rcpt_params(text)?,

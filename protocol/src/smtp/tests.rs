@@ -166,7 +166,7 @@ fn mail_syntax_and_address_errors() {
         assert_eq!(reply_text(&e), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
     }
     for line in [
-        "MAIL FROM:a@example.test",
+        "MAIL FROM:a@example.test>",
         "MAIL FROM:<a@example.test",
         "MAIL FROM:<a@example.test>SIZE=1",
         "MAIL FROM:<a@@example.test>",
@@ -385,13 +385,29 @@ fn rcpt_with_dsn_parameters() {
 }
 
 #[test]
+fn paths_without_brackets_are_taken_as_postfix_takes_them() {
+    assert_eq!(
+        parse("MAIL FROM:a@example.test SIZE=10").unwrap(),
+        parse("MAIL FROM:<a@example.test> SIZE=10").unwrap()
+    );
+    assert_eq!(
+        parse("RCPT TO: b@example.test NOTIFY=NEVER").unwrap(),
+        parse("RCPT TO:<b@example.test> NOTIFY=NEVER").unwrap()
+    );
+    assert!(matches!(
+        parse("MAIL FROM:a@example.test<x>").unwrap_err(),
+        CommandError::BadSender(_)
+    ));
+}
+
+#[test]
 fn rcpt_errors() {
     for line in ["RCPT", "RCPT TO:", "RCPT FROM:<a@example.test>"] {
         let e = parse(line).unwrap_err();
         assert_eq!(e, CommandError::RcptSyntax, "{line}");
         assert_eq!(reply_text(&e), "501 5.5.4 Syntax: RCPT TO:<address>\r\n");
     }
-    for line in ["RCPT TO:<>", "RCPT TO:b@example.test", "RCPT TO:<b@>"] {
+    for line in ["RCPT TO:<>", "RCPT TO:b@example.test>", "RCPT TO:<b@>"] {
         let e = parse(line).unwrap_err();
         assert!(matches!(e, CommandError::BadRecipient(_)), "{line}");
         assert_eq!(reply_text(&e), "501 5.1.3 Bad recipient address syntax\r\n");
