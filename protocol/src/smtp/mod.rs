@@ -550,8 +550,8 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
         Some(Ok(split)) => split,
     };
     let path = bracketed(path);
-    let to =
-        ForwardPath::parse(&path, true).map_err(|e| address_error(e, CommandError::BadRecipient))?;
+    let to = ForwardPath::parse(&path, true)
+        .map_err(|e| address_error(e, CommandError::BadRecipient))?;
     Ok(Command::Rcpt {
         to,
         params: parse_rcpt_params(text)?,
