@@ -311,6 +311,17 @@ fn check_queued(inst: &Instance, reply: &str, want: &Expect) -> QueuedMessage {
         "{id}: the content does not start with Postern's Received: header:\n{}",
         excerpt(&queued.content)
     );
+    // As Postfix: the `for` clause only when the message has exactly one recipient.
+    match want.rcpts.as_slice() {
+        [only] => assert!(
+            received.contains(&format!("for <{}>;", only.address)),
+            "{id}: Received: names its one recipient: {received:?}"
+        ),
+        _ => assert!(
+            !received.contains("for <"),
+            "{id}: Received: names no recipient of several: {received:?}"
+        ),
+    }
     assert!(
         rest == want.body,
         "{id}: stored content after Received: differs from what was sent\n--- stored\n{}\n--- sent\n{}",
