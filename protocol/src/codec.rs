@@ -67,6 +67,8 @@ pub enum InvalidValue {
     Record(#[from] RecordError),
     #[error(transparent)]
     Header(#[from] HeaderError),
+    #[error(transparent)]
+    Delivery(crate::delivery::DeliveryError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

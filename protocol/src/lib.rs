@@ -20,6 +20,7 @@ pub mod channel;
 pub mod cleanup;
 pub mod codec;
 pub mod control;
+pub mod delivery;
 pub mod fuzz;
 pub mod queue;
 pub mod queue_id;
