@@ -181,7 +181,7 @@ postfix_stop() { # NAME
 # count taken while qmgr renames files from one directory to the next can see a file twice.
 postfix_settle() {
     local q=${queue[$1]} _
-    [ -p "$q/public/qmgr" ] || return 0 # no qmgr: incoming/ keeps every message
+    [ -e "$q/public/qmgr" ] || return 0 # no qmgr: incoming/ keeps every message
     for _ in $(seq 1 600); do
         [ -z "$(find "$q/incoming" "$q/active" -type f -print -quit)" ] && return 0
         sleep 0.1
