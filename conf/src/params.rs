@@ -177,6 +177,7 @@ pub static PARAMS: &[Param] = &[
     p("notify_classes", "resource, software", Kind::Flags(NOTIFY_CLASSES), "Problems the postmaster is told about."),
     p("bounce_notice_recipient", "postmaster", TEXT, "Who gets a copy of bounces when notify_classes has bounce."),
     p("2bounce_notice_recipient", "postmaster", TEXT, "Who gets undeliverable bounces (double bounces)."),
+    p("bounce_size_limit", "50000", SIZE, "The most of the original message a delivery status notification returns, in bytes; beyond it only the headers are returned."),
 ];
 
 /// The known parameter called `name`.
@@ -292,6 +293,7 @@ mod tests {
             "notify_classes",
             "bounce_notice_recipient",
             "2bounce_notice_recipient",
+            "bounce_size_limit",
             "setgid_group",
             "sandbox_enforcement",
             "smtpd_user",
