@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aliases;
 pub mod domains;
 pub mod networks;
 pub mod relay;
