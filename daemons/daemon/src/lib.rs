@@ -7,6 +7,10 @@
 //! d.serve_inet(handle_session)?;             // or serve_unix(handle_channel)
 //! ```
 //!
+//! A resident daemon with its own `poll` loop (qmgr, which holds many channels at once) polls
+//! [`Daemon::control_fd`], takes events with [`Daemon::poll_control`] and says
+//! [`Daemon::idle`] after each channel it takes, so the master hands it the next one.
+//!
 //! Trusts: the master for the descriptors it placed at fd 3 (control channel) and fd 4 (the
 //! listener of an inet service). Does not trust: any message on those channels, which is decoded
 //! by `protocol` and checked against what this side expects now (a `Welcome` when not asked, an
@@ -115,8 +119,22 @@ pub struct Daemon {
     listener: Option<TcpListener>,
     sandboxed: bool,
     stop: bool,
+    /// `Stop` already returned by `poll_control` (it is reported once).
+    stop_reported: bool,
     waiting: VecDeque<(ServiceName, Channel)>,
     served: u64,
+}
+
+/// What [`Daemon::poll_control`] found on the control channel.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// The master asks this daemon to finish and exit.
+    Stop,
+    /// A channel from a client of this (unix) service; the master now counts this process busy
+    /// until it says [`Daemon::idle`].
+    Incoming(ServiceName, Channel),
+    /// The master closed the control channel (it is gone).
+    MasterGone,
 }
 
 /// Why a serve loop returned.
@@ -191,6 +209,7 @@ impl Daemon {
             listener,
             sandboxed: false,
             stop: false,
+            stop_reported: false,
             waiting: VecDeque::new(),
             served: 0,
         };
@@ -331,6 +350,58 @@ impl Daemon {
     fn exit(&self, reason: ExitReason) -> Result<(), Error> {
         tracing::info!(reason = ?reason, served = self.served, "exiting");
         self.send(&ToMaster::Exit { reason })
+    }
+
+    /// The control channel, for a daemon that runs its own `poll` loop: readable means
+    /// [`Daemon::poll_control`] has something. Events buffered while [`Daemon::connect`] waited
+    /// for its answer are not visible on it: call `poll_control` until it returns `None` after
+    /// every `connect`.
+    pub fn control_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.control.as_fd()
+    }
+
+    /// The next control event without waiting: channels buffered during a `connect` first, then
+    /// a `Stop` seen during one, then whatever is readable now. For resident unix daemons (qmgr)
+    /// that serve many channels at once; [`Daemon::serve_unix`] remains the one-at-a-time loop.
+    pub fn poll_control(&mut self) -> Result<Option<ControlEvent>, Error> {
+        if self.args.transport != Transport::Unix {
+            return Err(Error::WrongTransport {
+                service: self.args.service.clone(),
+                transport: self.args.transport,
+                what: "it receives no channels",
+            });
+        }
+        if let Some((from, channel)) = self.waiting.pop_front() {
+            return Ok(Some(ControlEvent::Incoming(from, channel)));
+        }
+        if self.stop && !self.stop_reported {
+            self.stop_reported = true;
+            return Ok(Some(ControlEvent::Stop));
+        }
+        match self.recv_control(Some(Duration::ZERO)) {
+            Ok(None) => Ok(None),
+            Ok(Some((FromMaster::Stop, _))) => {
+                self.stop = true;
+                self.stop_reported = true;
+                Ok(Some(ControlEvent::Stop))
+            }
+            Ok(Some((FromMaster::Incoming { from }, Some(fd)))) => {
+                Ok(Some(ControlEvent::Incoming(from, Channel::from_fd(fd)?)))
+            }
+            Ok(Some((other, _))) => Err(Error::Unexpected {
+                kind: protocol::Message::kind(&other),
+                when: "while serving",
+            }),
+            Err(Error::Channel(ChannelError::PeerClosed)) => Ok(Some(ControlEvent::MasterGone)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tells the master this process can take another channel. A daemon using
+    /// [`Daemon::poll_control`] says it once for each `Incoming` it took.
+    pub fn idle(&mut self) -> Result<(), Error> {
+        self.served += 1;
+        self.send(&ToMaster::Idle)
     }
 
     /// Serves TCP connections accepted on the listener: `Busy` after each accept, `Idle` after
@@ -688,6 +759,55 @@ mod tests {
             Err(Error::ServiceName { .. })
         ));
         master.join().unwrap();
+    }
+
+    #[test]
+    fn poll_control_hands_over_channels_without_blocking_and_reports_stop_once() {
+        let (d, master) = with_master(Transport::Unix, |ch| {
+            welcome(&ch);
+            for _ in 0..2 {
+                let (a, b) = Channel::pair().unwrap();
+                ch.send(
+                    &FromMaster::Incoming {
+                        from: name("cleanup"),
+                    },
+                    &[a.as_fd()],
+                )
+                .unwrap();
+                b.send(&ToMaster::Busy, &[]).unwrap();
+                assert_eq!(expect(&ch), ToMaster::Idle);
+            }
+            ch.send(&FromMaster::Stop, &[]).unwrap();
+            // Keep the channel open until the daemon has seen Stop.
+            assert_eq!(expect(&ch), ToMaster::Idle);
+        });
+        let mut d = d.unwrap();
+        let mut taken = 0;
+        let mut stops = 0;
+        while stops == 0 {
+            wait_readable(&[d.control_fd()], None).unwrap();
+            while let Some(event) = d.poll_control().unwrap() {
+                match event {
+                    ControlEvent::Incoming(from, channel) => {
+                        assert_eq!(from.as_str(), "cleanup");
+                        assert_eq!(channel.recv::<ToMaster>().unwrap().msg, ToMaster::Busy);
+                        taken += 1;
+                        d.idle().unwrap();
+                    }
+                    ControlEvent::Stop => stops += 1,
+                    ControlEvent::MasterGone => panic!("master gone"),
+                }
+            }
+        }
+        assert_eq!((taken, stops), (2, 1));
+        assert!(d.stop_requested());
+        assert!(d.poll_control().unwrap().is_none(), "Stop is reported once");
+        d.idle().unwrap();
+        master.join().unwrap();
+        assert!(matches!(
+            d.poll_control().unwrap(),
+            Some(ControlEvent::MasterGone)
+        ));
     }
 
     #[test]
