@@ -12,13 +12,26 @@
 //!
 //! Names are compared case-insensitively in ASCII. A U-label and its A-label
 //! (`bücher.example`, `xn--bcher-kva.example`) are different names here: list
-//! both if both may arrive. `/file/name`, `type:table` and `!negation` elements,
-//! which Postfix also allows, are refused for now.
+//! both if both may arrive. `/file/name` and `!negation` elements, which Postfix
+//! also allows, are refused for now; `type:table` elements are refused by
+//! [`DomainList::parse`] and accepted by [`DomainList::from_elements_with_tables`],
+//! which reads them (see [`crate::table`]).
+//!
+//! A table element matches a domain that is a key of the table (Postfix's rule:
+//! `example.com  anything`) and also the domain of every `user@domain` or
+//! `@domain` key. The second half is Postern's: it makes Postfix's default
+//! `virtual_mailbox_domains = $virtual_mailbox_maps` mean "the domains that have
+//! mailboxes in the table", where Postfix would match none unless the table also
+//! lists each domain as a key of its own.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::io::{self, Read};
+use std::path::Path;
 
 use protocol::address::{AddressError, Domain, Host};
 
+use crate::table::{is_table_reference, TableError, TableRef};
 use crate::{list_elements, unsupported_form};
 
 /// Why a domain list is refused; each names the element at fault.
@@ -31,6 +44,8 @@ pub enum DomainListError {
     },
     #[error("domain list element {element:?}: {what} are not supported")]
     Unsupported { element: String, what: &'static str },
+    #[error("domain list: {0}")]
+    Table(#[from] TableError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +54,11 @@ enum Pattern {
     Name(Domain),
     /// `.parent`: matches every subdomain of `parent`, not `parent` itself.
     Subdomains(Domain),
+    /// A lookup table's domains (see the module header), lower case.
+    Table {
+        element: String,
+        domains: BTreeSet<String>,
+    },
 }
 
 /// A parsed domain list.
@@ -77,6 +97,32 @@ impl DomainList {
         })
     }
 
+    /// Parses elements in which a lookup table (`texthash:/path`, `hash:/path`) stands
+    /// for the domains it names; each table is read through `open` (normally
+    /// `std::fs::File::open`). A bare `/file/name` is, in a Postfix domain list, a file
+    /// of patterns rather than a table, and stays refused.
+    pub fn from_elements_with_tables<'a, R: Read>(
+        elements: impl IntoIterator<Item = &'a str>,
+        mut open: impl FnMut(&Path) -> io::Result<R>,
+    ) -> Result<DomainList, DomainListError> {
+        let mut patterns = Vec::new();
+        for element in elements {
+            if is_table_reference(element) && !element.starts_with('/') {
+                let table = TableRef::parse(element)?.load(&mut open)?;
+                patterns.push(Pattern::Table {
+                    element: element.to_owned(),
+                    domains: table.domains(),
+                });
+            } else {
+                patterns.push(parse_pattern(element)?);
+            }
+        }
+        Ok(DomainList {
+            patterns,
+            parent_matches_subdomains: false,
+        })
+    }
+
     /// Whether `domain` matches one of the patterns.
     pub fn matches(&self, domain: &Domain) -> bool {
         let name = domain.normalized();
@@ -86,6 +132,7 @@ impl DomainList {
                     || (self.parent_matches_subdomains && is_subdomain(name, d.normalized()))
             }
             Pattern::Subdomains(parent) => is_subdomain(name, parent.normalized()),
+            Pattern::Table { domains, .. } => domains.contains(name),
         })
     }
 
@@ -141,6 +188,7 @@ impl fmt::Display for DomainList {
             match pattern {
                 Pattern::Name(d) => write!(f, "{d}")?,
                 Pattern::Subdomains(d) => write!(f, ".{d}")?,
+                Pattern::Table { element, .. } => f.write_str(element)?,
             }
         }
         Ok(())
@@ -238,9 +286,48 @@ mod tests {
                     assert!(!unsupported, "{element}");
                     assert_eq!(e, element);
                 }
+                DomainListError::Table(e) => panic!("{e}"),
             }
             assert!(got.to_string().contains(element), "{got}");
         }
+    }
+
+    #[test]
+    fn tables_stand_for_their_domains() {
+        let open = |path: &Path| -> io::Result<&'static [u8]> {
+            match path.to_str() {
+                Some("/etc/vmailbox") => {
+                    Ok(b"u@Hosted.Example h/u/\n@catchall.example c/\nlisted.example x\n")
+                }
+                _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+            }
+        };
+        let list = DomainList::from_elements_with_tables(
+            ["plain.example", "texthash:/etc/vmailbox"],
+            open,
+        )
+        .unwrap();
+        for yes in [
+            "plain.example",
+            "hosted.example",
+            "catchall.example",
+            "listed.example",
+        ] {
+            assert!(list.matches(&domain(yes)), "{yes}");
+        }
+        for no in ["sub.hosted.example", "example", "other.example"] {
+            assert!(!list.matches(&domain(no)), "{no}");
+        }
+        assert_eq!(list.to_string(), "plain.example texthash:/etc/vmailbox");
+        let err = DomainList::from_elements_with_tables(["hash:/missing"], open).unwrap_err();
+        assert!(err.to_string().contains("/missing"), "{err}");
+        let err = DomainList::from_elements_with_tables(["regexp:/x"], open).unwrap_err();
+        assert!(matches!(
+            err,
+            DomainListError::Table(TableError::UnsupportedType { .. })
+        ));
+        // The plain parser still refuses tables.
+        assert!(DomainList::parse("hash:/etc/vmailbox").is_err());
     }
 
     #[test]

@@ -15,10 +15,12 @@ pub mod aliases;
 pub mod domains;
 pub mod networks;
 pub mod relay;
+pub mod table;
 
 pub use domains::{DomainList, DomainListError};
 pub use networks::{Networks, NetworksError};
 pub use relay::{classify, RecipientClass, Tables};
+pub use table::{Maps, Table, TableError, TableRef};
 
 /// Splits a list value as Postfix does: elements separated by commas and/or
 /// white space.
