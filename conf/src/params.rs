@@ -160,6 +160,10 @@ pub static PARAMS: &[Param] = &[
     p("allow_mail_to_files", "alias, forward", Kind::Flags(DELIVERY_FLAGS), "Where a `/file` destination is allowed: alias, forward, include."),
     p("local_recipient_maps", "unix:passwd.byname $alias_maps", LIST, "Tables of valid local recipients; mail to others in mydestination is rejected. Empty disables the check."),
     p("local_destination_recipient_limit", "1", int(1), "Recipients per delivery by the local agent."),
+    p("command_time_limit", "1000s", secs(1), "The longest a `|command` delivery may run before it is killed and the delivery deferred."),
+    p("local_home_base", "/home", PATH, "Postern: the directory local users' homes lie beneath; the local agent's sandbox covers it, so a home outside it gets no home_mailbox delivery and no .forward."),
+    p("local_passwd_file", "/etc/passwd", PATH, "Postern: the passwd(5) file local users are looked up in (unix:passwd.byname)."),
+    p("local_group_file", "/etc/group", PATH, "Postern: the group(5) file a local user's supplementary groups are read from."),
     // --- queue manager ---
     p("minimal_backoff_time", "300s", secs(1), "The shortest time a deferred message waits before the next attempt."),
     p("maximal_backoff_time", "4000s", secs(1), "The longest time a deferred message waits before the next attempt."),
