@@ -14,6 +14,7 @@
 pub mod aliases;
 pub mod domains;
 pub mod networks;
+pub mod passwd;
 pub mod relay;
 pub mod table;
 
