@@ -10,6 +10,11 @@
 //!   definition of a name override an earlier one, so `postern conf -n` shows the test's value.
 //! - `master_stop_timeout = 5s` is set before the test's own settings (which may override it), so
 //!   that a daemon stuck in a test does not hold the test's end for the default 30 s.
+//! - `start_without` leaves chosen master.cf services out by commenting out their lines (a `#` in
+//!   front, as `init` writes a service whose program is missing), so that a test about one stage
+//!   of the mail flow is not raced by the next: the intake tests leave `qmgr` out, and the files
+//!   they check stay in `incoming/`. A name that is not a service of the written master.cf is a
+//!   mistake of the test and panics.
 //! - The scratch directory is mode 0755 under the temporary directory: as root the daemons run under
 //!   their own numeric uids and must traverse it; as an unprivileged user everything runs under
 //!   that user. A failed test (the thread is panicking when the instance is dropped) keeps the
@@ -102,7 +107,14 @@ impl Instance {
     /// Makes, configures and starts an instance; panics (after cleaning up) if any step fails.
     /// `settings` are main.cf `(name, value)` pairs.
     pub fn start(name: &str, settings: &[(&str, &str)]) -> Instance {
+        Instance::start_without(name, settings, &[])
+    }
+
+    /// As [`Instance::start`], with the master.cf services named in `left_out` commented out
+    /// (see the module header), e.g. `&["qmgr"]` to keep queued mail in `incoming/`.
+    pub fn start_without(name: &str, settings: &[(&str, &str)], left_out: &[&str]) -> Instance {
         let mut inst = Instance::init(name, settings);
+        inst.leave_out(left_out);
         let out = inst.postern(&["start"]);
         assert!(
             out.status.success(),
@@ -142,6 +154,26 @@ impl Instance {
         text.push_str(&extra);
         fs::write(&main_cf, text).expect("write main.cf");
         inst
+    }
+
+    /// Comments out the master.cf lines of the services in `services` (with their continuation
+    /// lines); a service that is already commented out stays so. Panics on a name that is not a
+    /// service of master.cf. Takes effect at the next `start` (or `reload`).
+    pub fn leave_out(&self, services: &[&str]) {
+        if services.is_empty() {
+            return;
+        }
+        let path = self.dir.join("master.cf");
+        let text = fs::read_to_string(&path).expect("read master.cf");
+        let (text, found) = comment_out_services(&text, services);
+        for service in services {
+            assert!(
+                found.contains(service),
+                "{service} is not a service of {}:\n{text}",
+                path.display()
+            );
+        }
+        fs::write(&path, text).expect("write master.cf");
     }
 
     /// Starts the master of an instance made by [`Instance::init`].
@@ -257,6 +289,35 @@ fn is_master(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// master.cf `text` with the logical lines of `services` commented out, and the names of the
+/// services that were found, active or already commented out. A logical line is a line that does
+/// not start with white space and the continuation lines (starting with white space) after it.
+fn comment_out_services<'a>(text: &str, services: &[&'a str]) -> (String, Vec<&'a str>) {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut found = Vec::new();
+    let mut in_left_out = false;
+    for line in text.split_inclusive('\n') {
+        let continuation = line.starts_with([' ', '\t']);
+        if !continuation {
+            let name = line.split_whitespace().next().unwrap_or("");
+            in_left_out = false;
+            // A commented-out service line is `#name type ...` (what `init` writes).
+            if let Some(service) = services
+                .iter()
+                .find(|s| name == **s || name.strip_prefix('#') == Some(**s))
+            {
+                found.push(*service);
+                in_left_out = !name.starts_with('#');
+            }
+        }
+        if in_left_out {
+            out.push('#');
+        }
+        out.push_str(line);
+    }
+    (out, found)
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     // Queues may hash into subdirectories; walk them all.
     let Ok(entries) = fs::read_dir(dir) else {
@@ -339,4 +400,38 @@ pub fn read_queued(path: &Path) -> Result<QueuedMessage, QueuedError> {
         file,
         content,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::comment_out_services;
+
+    #[test]
+    fn left_out_services_are_commented_out_with_their_continuation_lines() {
+        let text = "\
+# comment naming qmgr
+127.0.0.1:2525 inet n - n - - smtpd
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+  -o queue_run_delay=1s
+# not installed: /bin/bounce
+#bounce   unix  - - n - 0 bounce
+virtual   unix  - n n - - virtual
+";
+        let (out, found) = comment_out_services(text, &["qmgr", "bounce", "local"]);
+        assert_eq!(found, ["qmgr", "bounce"]);
+        assert_eq!(
+            out,
+            "\
+# comment naming qmgr
+127.0.0.1:2525 inet n - n - - smtpd
+cleanup   unix  n - n - 0 cleanup
+#qmgr      unix  n - n 300 1 qmgr
+#  -o queue_run_delay=1s
+# not installed: /bin/bounce
+#bounce   unix  - - n - 0 bounce
+virtual   unix  - n n - - virtual
+"
+        );
+    }
 }

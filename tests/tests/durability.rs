@@ -27,11 +27,13 @@
 //! - Clients retry nothing: any answer other than `250` after the text (or `250` to `MAIL`,
 //!   `RCPT`, `354` to `DATA`) or a broken connection makes the message "not accepted"; only a
 //!   connection that fails before `MAIL` is opened again, and that consumes no message.
+//! - qmgr is left out of master.cf: the test checks the queue files themselves, which qmgr would
+//!   move on and deliver; delivery's own crash test is in `delivery.rs`.
 //! - `service_throttle_time = 1s` (the least the parameter allows) keeps the master's restart
 //!   back-off after each kill short, and `smtpd_timeout = 10s` bounds a wait for cleanup, so both
 //!   tests stay well under a minute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -543,9 +545,10 @@ fn run(role: &'static str) {
     eprintln!("durability ({role}): seed {seed:016x} (POSTERN_DURABILITY_SEED replays it)");
     let context = format!("role {role}, seed {seed:016x}");
 
-    let mut inst = Instance::start(
+    let mut inst = Instance::start_without(
         &format!("durability-{role}"),
         &[("service_throttle_time", "1s"), ("smtpd_timeout", "10s")],
+        &["qmgr"],
     );
     let master = master_pid(&inst);
     let mut rng = Rng(seed);
@@ -578,6 +581,13 @@ fn run(role: &'static str) {
         "{context}: the clients ran out of time after {} messages",
         outcomes.len()
     );
+
+    // Before the sweep, only for the report: files that the kills left incomplete and no
+    // cleanup started since has removed.
+    let incomplete_before_sweep = scan_spool(&inst.queue_dir())
+        .iter()
+        .filter(|f| !f.complete && !f.in_corrupt)
+        .count();
 
     // A sweep: cleanup removes dead writers' files when it starts, so restart the instance and
     // make a fresh cleanup serve one more message. Its 250 means the sweep is over.
@@ -657,12 +667,10 @@ fn run(role: &'static str) {
         })
         .collect();
     all.push((final_token.clone(), Some(final_id.clone())));
-    for (index, outcome) in &outcomes {
+    for outcome in outcomes.values() {
         if let Outcome::NotAccepted(why) = outcome {
-            // The reply's text without the command, so similar refusals group together.
-            let kind = why.split(": ").take(2).collect::<Vec<_>>().join(": ");
-            *refusals.entry(kind).or_default() += 1;
-            let _ = index;
+            // The texts name no message, so equal refusals group together.
+            *refusals.entry(why.clone()).or_default() += 1;
         }
     }
     for (t, id) in &all {
@@ -692,11 +700,6 @@ fn run(role: &'static str) {
             }
         }
     }
-    for file in &files {
-        if file.complete && file.broken.is_none() && file.tokens.is_empty() {
-            failures.push(format!("{} carries no token", file.path.display()));
-        }
-    }
 
     let log = inst.log();
     let unlogged: Vec<i32> = kills
@@ -710,7 +713,8 @@ fn run(role: &'static str) {
          {} complete without a 250 (at-least-once window): {at_least_once:?}\n\
          refusals: {refusals:?}\n\
          kills ({}): {:?}\nplanned kills not carried out: {missed:?}\n\
-         queue files: {}; client phase {:.1} s, whole test {:.1} s",
+         incomplete files before the sweep: {incomplete_before_sweep}; queue files after it: {}; \
+         client phase {:.1} s, whole test {:.1} s",
         MESSAGES + 1,
         at_least_once.len(),
         kills.len(),
@@ -747,8 +751,6 @@ fn run(role: &'static str) {
         accepted > MESSAGES / 4,
         "{report}\nso few messages accepted that the test proves little"
     );
-    let seen: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    assert!(seen.contains(final_id.as_str()), "{report}");
     let stop = inst.stop();
     assert!(
         stop.status.success(),

@@ -39,7 +39,9 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 /// which has no answer).
 const QUEUE_SETTLE: Duration = Duration::from_secs(10);
 
-/// An instance with smtpd and cleanup enabled; fails with the build command if they are missing.
+/// An instance with smtpd and cleanup enabled and qmgr left out, so that every accepted message
+/// stays in `incoming/` where the tests read it; fails with the build command if smtpd or cleanup
+/// is missing.
 fn intake(name: &str, settings: &[(&str, &str)]) -> Instance {
     for program in ["smtpd", "cleanup"] {
         assert!(
@@ -50,7 +52,7 @@ fn intake(name: &str, settings: &[(&str, &str)]) -> Instance {
     // Errors are answered at once: the error-limit tests must not wait for the soft limit's sleep.
     let mut all = vec![("smtpd_error_sleep_time", "0s")];
     all.extend_from_slice(settings);
-    Instance::start(name, &all)
+    Instance::start_without(name, &all, &["qmgr"])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1325,6 +1327,21 @@ fn bad_addresses_get_501() {
 }
 
 #[test]
+fn harness_leaves_out_the_services_it_is_told_to() {
+    let inst = intake("harness-without", &[]);
+    let master_cf = std::fs::read_to_string(inst.dir().join("master.cf")).expect("read master.cf");
+    assert!(
+        master_cf.lines().any(|l| l.starts_with("#qmgr ")),
+        "{master_cf}"
+    );
+    assert!(
+        !master_cf.lines().any(|l| l.starts_with("qmgr ")),
+        "{master_cf}"
+    );
+    assert!(inst.postern(&["status"]).status.success());
+}
+
+#[test]
 fn harness_starts_configures_and_stops_an_instance() {
     let mut inst = Instance::start("harness", &[("smtpd_timeout", "7s")]);
     let conf = inst.postern(&["conf", "smtpd_timeout"]);
@@ -1335,6 +1352,11 @@ fn harness_starts_configures_and_stops_an_instance() {
     assert!(inst.postern(&["status"]).status.success());
     assert!(inst.queue_files().is_empty());
     let dir = inst.dir().to_path_buf();
+    let master_cf = std::fs::read_to_string(dir.join("master.cf")).expect("read master.cf");
+    assert!(
+        master_cf.lines().any(|l| l.starts_with("cleanup ")),
+        "{master_cf}"
+    );
     assert!(inst.stop().status.success());
     assert!(!inst.postern(&["status"]).status.success());
     drop(inst);
