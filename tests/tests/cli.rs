@@ -204,7 +204,7 @@ fn init_writes_an_instance_that_conf_reads_back() {
         format!("queue_directory = {dir}/spool"),
         format!("virtual_mailbox_base = {dir}/mail"),
         format!("maillog_file = {dir}/log/postern.log"),
-        format!("virtual_mailbox_maps = {dir}/vmailbox"),
+        format!("virtual_mailbox_maps = texthash:{dir}/vmailbox"),
         format!(
             "daemon_directory = {}",
             bin_dir().canonicalize().unwrap().display()

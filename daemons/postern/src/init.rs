@@ -158,7 +158,7 @@ mynetworks = 127.0.0.0/8 [::1]/128
 
 # One virtual domain with one mailbox, listed in {dir}/vmailbox.
 virtual_mailbox_domains = example.test
-virtual_mailbox_maps = {dir}/vmailbox
+virtual_mailbox_maps = texthash:{dir}/vmailbox
 
 ",
         daemon_directory = s.daemon_directory.display(),
@@ -346,7 +346,7 @@ mod tests {
             "mail_spool_directory = /srv/inst/mailspool",
             "maillog_file = /srv/inst/log/postern.log",
             "daemon_directory = /opt/postern/bin",
-            "virtual_mailbox_maps = /srv/inst/vmailbox",
+            "virtual_mailbox_maps = texthash:/srv/inst/vmailbox",
             "mynetworks = 127.0.0.0/8 [::1]/128",
             "inet_interfaces = 127.0.0.1",
             "virtual_mailbox_domains = example.test",
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(main.get("bounce_user").unwrap(), "61005:61005");
         assert_eq!(
             main.get("virtual_mailbox_maps").unwrap(),
-            "/srv/inst/vmailbox"
+            "texthash:/srv/inst/vmailbox"
         );
         let explicit: Vec<&str> = main.iter_explicit().map(|(name, _)| name).collect();
         assert_eq!(explicit.len(), 15, "{explicit:?}");
