@@ -15,6 +15,8 @@
 #   BENCH_SIZE       payload bytes per message             (default 1024)
 #   BENCH_DIR        scratch directory (default: a new one under /var/tmp, removed at exit)
 #   BENCH_KEEP=1     keep the scratch directory (logs, configuration, queues) after the run
+#   BENCH_NICE       nice value for the servers and the load generator (default -10: they
+#                    win the CPU against the machine's other work, both systems alike; 0: off)
 #   BENCH_POSTERN_USER  run Postern as this user (dev mode: every daemon under that uid, each
 #                    still sandboxed) instead of root with a uid per role (default root)
 set -euo pipefail
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --reuse) reuse=1; shift ;;
     --no-build) build=0; shift ;;
     --results) results="${2:-}"; shift 2 ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "intake: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -44,6 +46,9 @@ sender=bench@example.org
 recipient=user@example.test
 
 [ "$(id -u)" = 0 ] || { echo "intake: run as root (installs Postfix, starts both systems)" >&2; exit 1; }
+# Every server and smtp-source are started from this shell and inherit its nice value.
+nice_value=${BENCH_NICE:--10}
+renice -n "$nice_value" -p $$ >/dev/null
 
 log() { printf 'intake: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -82,7 +87,46 @@ queue_files() { # QUEUE_DIR complete|incomplete
     find "$1/incoming" "$1/active" "$1/deferred" "$1/hold" -type f "${perm[@]}" 2>/dev/null | wc -l
 }
 
-declare -A port queue label
+declare -A port queue label cpu
+
+# CPU time per message: each system runs in a cpuacct cgroup of its own (cgroup v1 here; v2's
+# cpu.stat where that is the hierarchy), created here and removed at exit. Without either the
+# column is left out.
+cg_root=""
+if [ -w /sys/fs/cgroup/cpuacct/cgroup.procs ]; then
+    cg_root=/sys/fs/cgroup/cpuacct
+elif [ -w /sys/fs/cgroup/cgroup.procs ] && [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cg_root=/sys/fs/cgroup
+fi
+
+cg_dir() { echo "$cg_root/postern-bench-$$-$1"; }
+
+cg_enter() { # NAME: put this (sub)shell into NAME's cgroup; what it starts stays there
+    [ -n "$cg_root" ] || return 0
+    mkdir -p "$(cg_dir "$1")"
+    echo "$BASHPID" >"$(cg_dir "$1")/cgroup.procs"
+}
+
+cg_usage_us() { # NAME: CPU microseconds used so far by everything NAME has run
+    local d
+    d=$(cg_dir "$1")
+    if [ -f "$d/cpuacct.usage" ]; then
+        echo $(($(cat "$d/cpuacct.usage") / 1000))
+    elif [ -f "$d/cpu.stat" ]; then
+        awk '$1 == "usage_usec" { print $2 }' "$d/cpu.stat"
+    else
+        echo 0
+    fi
+}
+
+cg_remove() {
+    local d _
+    [ -n "$cg_root" ] || return 0
+    for d in "$cg_root"/postern-bench-$$-*; do
+        [ -d "$d" ] || continue
+        for _ in $(seq 1 50); do rmdir "$d" 2>/dev/null && break; sleep 0.1; done
+    done
+}
 
 # --- Postfix --------------------------------------------------------------------------------------
 # Two instances of Debian's Postfix, each with its own configuration and queue directory below the
@@ -160,7 +204,6 @@ EOF
 
 postfix_start() { # NAME
     postfix -c "$scratch/$1/conf" start >/dev/null 2>&1 || die "$1: postfix start failed"
-    started[$1]=1
     wait_port "${port[$1]}"
 }
 
@@ -199,6 +242,7 @@ postfix_version() { echo "Postfix $(postconf -h -d mail_version) (Debian package
 # --- Postern --------------------------------------------------------------------------------------
 
 pn_bin=""
+pn_source=""
 pn_user=${BENCH_POSTERN_USER:-root}
 
 as_postern_user() {
@@ -214,6 +258,8 @@ postern_setup() { # NAME
         (cd "$root" && cargo build --release --workspace --bins -q) || die "cargo build failed"
     fi
     pn_bin="${CARGO_TARGET_DIR:-$root/target}/release"
+    pn_source=$(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)
+    [ "$build" = 1 ] || pn_source="binaries of $(date -u -r "$pn_bin/smtpd" '+%Y-%m-%d %H:%M UTC'), tree now at $pn_source"
     [ -x "$pn_bin/postern" ] || die "no $pn_bin/postern (build first, or set CARGO_TARGET_DIR)"
     local d
     for d in smtpd cleanup; do
@@ -227,7 +273,6 @@ postern_setup() { # NAME
 
 postern_start() { # NAME
     as_postern_user "$pn_bin/postern" -c "$scratch/$1" start >/dev/null || die "$1: postern start failed"
-    started[$1]=1
     wait_port "${port[$1]}"
 }
 
@@ -244,12 +289,12 @@ postern_settle() { :; } # nothing moves its queue files yet (no qmgr)
 postern_version() {
     local how="as root, a uid per daemon role"
     [ "$pn_user" = root ] || how="as $pn_user (dev mode: one uid, every daemon sandboxed)"
-    echo "Postern $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown) (release build, $how)"
+    echo "Postern $pn_source (release build, $how)"
 }
 
 # --- Load -----------------------------------------------------------------------------------------
 
-declare -A started rate runs
+declare -A started rate runs cpus
 
 kind() { case $1 in postern) echo postern ;; *) echo postfix ;; esac; }
 
@@ -257,22 +302,25 @@ kind() { case $1 in postern) echo postern ;; *) echo postfix ;; esac; }
 # messages/second, or ends the benchmark if the queue does not then hold exactly MESSAGES complete
 # files and nothing incomplete.
 run_load() {
-    local name=$1 s=$2 m=$3 n t0 t1 extra=()
+    local name=$1 s=$2 m=$3 n t0 t1 c0 c1 extra=()
     "$(kind "$name")_clear" "$name"
     n=$(queue_files "${queue[$name]}" complete)
     [ "$n" = 0 ] || die "$name: $n messages still queued before the run"
     [ "$reuse" = 1 ] && extra=(-d)
+    c0=$(cg_usage_us "$name")
     t0=$(uptime_s)
     smtp-source "${extra[@]}" -s "$s" -m "$m" -l "$size" -f "$sender" -t "$recipient" \
         -M client.example.org "127.0.0.1:${port[$name]}" >"$scratch/smtp-source.$name.$s.log" 2>&1 ||
         die "$name: smtp-source failed at $s sessions: $(tail -3 "$scratch/smtp-source.$name.$s.log")"
     t1=$(uptime_s)
+    c1=$(cg_usage_us "$name")
     "$(kind "$name")_settle" "$name"
     n=$(queue_files "${queue[$name]}" complete)
     [ "$n" = "$m" ] || die "$name: $m messages acknowledged, $n complete in the queue: benchmark void"
     n=$(queue_files "${queue[$name]}" incomplete)
     [ "$n" = 0 ] || die "$name: $n incomplete queue files after the run: benchmark void"
-    awk -v m="$m" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", m / (b - a) }'
+    # CPU of the timed interval only: for Postfix, qmgr's work that spills past it is not counted.
+    awk -v m="$m" -v a="$t0" -v b="$t1" -v c="$((c1 - c0))" 'BEGIN { printf "%.1f %.3f\n", m / (b - a), c / 1000 / m }'
 }
 
 # --- Main -----------------------------------------------------------------------------------------
@@ -281,6 +329,7 @@ on_exit() {
     local status=$? name
     trap - EXIT INT TERM
     for name in "${!started[@]}"; do "$(kind "$name")_stop" "$name"; done
+    cg_remove
     if [ -n "${scratch:-}" ] && [ "${BENCH_KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
         rm -rf "$scratch"
     elif [ -n "${scratch:-}" ]; then
@@ -314,7 +363,8 @@ for name in "${systems[@]}"; do
     postfix-intake) postfix_setup postfix-intake no ;;
     postern) postern_setup postern ;;
     esac
-    "$(kind "$name")_start" "$name"
+    started[$name]=1 # before the start: a half-started system is stopped at exit too
+    (cg_enter "$name" && "$(kind "$name")_start" "$name") || die "$name: start failed"
     log "$name listens on 127.0.0.1:${port[$name]}"
 done
 
@@ -325,13 +375,15 @@ for s in $sessions_list; do
     m=$(messages_for "$s")
     for i in $(seq 1 "$repeat"); do
         for name in "${systems[@]}"; do
-            r=$(run_load "$name" "$s" "$m")
-            log "round $i, $s sessions, $m messages: $name $r msg/s"
+            read -r r c < <(run_load "$name" "$s" "$m") || die "$name: run failed"
+            log "round $i, $s sessions, $m messages: $name $r msg/s, $c ms CPU per message"
             runs[$name:$s]="${runs[$name:$s]:+${runs[$name:$s]}, }$r"
+            cpus[$name:$s]="${cpus[$name:$s]:+${cpus[$name:$s]} }$c"
         done
     done
     for name in "${systems[@]}"; do
         rate[$name:$s]=$(echo "${runs[$name:$s]}" | tr ',' '\n' | median)
+        cpu[$name:$s]=$(echo "${cpus[$name:$s]}" | tr ' ' '\n' | median)
     done
 done
 loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -346,7 +398,7 @@ fstype=$(findmnt -n -o FSTYPE -T "$scratch")
     echo "## Intake, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), $fstype ($(findmnt -n -o OPTIONS -T "$scratch")) under $(dirname "$scratch")"
-    echo "- load average before/after: $loadavg_before / $loadavg_after"
+    echo "- load average before/after: $loadavg_before / $loadavg_after; servers and smtp-source at nice $nice_value"
     [ "$only" != postern ] && echo "- $(postfix_version)"
     [ "$only" != postfix ] && echo "- $(postern_version)"
     echo "- load: smtp-source -l $size, one recipient, $mode; $repeat interleaved runs per cell, median msg/s (each run in brackets)"
@@ -369,6 +421,22 @@ fstype=$(findmnt -n -o FSTYPE -T "$scratch")
         echo
     done
     echo
+    if [ -n "$cg_root" ]; then
+        echo "CPU time per message (ms, median; all of each system's processes, client excluded):"
+        echo
+        printf '| sessions |'
+        for name in "${systems[@]}"; do printf ' %s |' "${label[$name]}"; done
+        echo
+        printf '|---:|'
+        for _ in "${systems[@]}"; do printf -- '---:|'; done
+        echo
+        for s in $sessions_list; do
+            printf '| %s |' "$s"
+            for name in "${systems[@]}"; do printf ' %s |' "${cpu[$name:$s]}"; done
+            echo
+        done
+        echo
+    fi
 } >"$scratch/table.md"
 cat "$scratch/table.md"
 if [ -n "$results" ]; then
