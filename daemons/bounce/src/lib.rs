@@ -13,5 +13,8 @@ pub mod inject;
 pub mod report;
 pub mod service;
 
+#[cfg(test)]
+mod testing;
+
 pub use config::Config;
 pub use service::Bounce;

@@ -286,7 +286,11 @@ pub fn compose(
 
     let _ = write!(text, "--{boundary}\r\n");
     field(&mut text, "Content-Description", "Notification");
-    let charset = if human.is_ascii() { "us-ascii" } else { "utf-8" };
+    let charset = if human.is_ascii() {
+        "us-ascii"
+    } else {
+        "utf-8"
+    };
     field(
         &mut text,
         "Content-Type",
@@ -369,7 +373,13 @@ fn bare(path: &ForwardPath) -> String {
 
 /// A boundary that does not occur in `original`: the queue id, the time and a counter, as
 /// Postfix's `QUEUEID.TIME/HOST`, cut to the length limit.
-fn boundary(queue_id: QueueId, now: SystemTime, unique: u64, host: &str, original: &[u8]) -> String {
+fn boundary(
+    queue_id: QueueId,
+    now: SystemTime,
+    unique: u64,
+    host: &str,
+    original: &[u8],
+) -> String {
     let micros = Timestamp::from_system_time(now).micros();
     let mut n = unique;
     loop {
@@ -482,6 +492,20 @@ fn ascii(text: &str) -> String {
         .collect()
 }
 
+/// `address` as RFC 6533's `utf-8-addr-xtext`: every character but the plain printable ASCII
+/// ones (`+`, `=`, `\\` and space included) as `\x{HEX}`, so that it is 7-bit.
+fn utf8_xtext(address: &str) -> String {
+    let mut out = String::with_capacity(address.len());
+    for ch in address.chars() {
+        if ch.is_ascii_graphic() && !matches!(ch, '+' | '=' | '\\') {
+            out.push(ch);
+        } else {
+            let _ = write!(out, "\\x{{{:X}}}", u32::from(ch));
+        }
+    }
+    out
+}
+
 /// `type; address` for `Final-Recipient:` and `X-Postern-Sender:`.
 fn typed_address(address: &str, global: bool) -> String {
     if address.is_ascii() {
@@ -490,29 +514,21 @@ fn typed_address(address: &str, global: bool) -> String {
         format!("utf-8; {address}")
     } else {
         // RFC 6533 section 3: outside message/global-delivery-status a UTF-8 address is
-        // written with \x{HEX} escapes, which OriginalRecipient's wire form does.
-        match OriginalRecipient::new(OriginalRecipient::UTF8_TYPE, address) {
-            Ok(o) => {
-                let wire = o.to_string();
-                let escaped = wire.split_once(';').map_or("", |(_, a)| a);
-                format!("utf-8; {escaped}")
-            }
-            Err(_) => format!("rfc822; {}", ascii(address)),
-        }
+        // written with \x{HEX} escapes.
+        format!("utf-8; {}", utf8_xtext(address))
     }
 }
 
-/// `Original-Recipient:` from ORCPT: the type as the client gave it, then the address.
+/// `Original-Recipient:` from ORCPT: the type as the client gave it, then the address
+/// (decoded from the parameter's xtext); a non-ASCII address in a 7-bit report becomes a
+/// `utf-8` one with escapes.
 fn original_recipient(orcpt: &OriginalRecipient, global: bool) -> String {
     let address = orcpt.address();
-    if address.is_ascii() {
+    let utf8_type = orcpt.addr_type() == OriginalRecipient::UTF8_TYPE;
+    if global || (address.is_ascii() && !utf8_type) {
         format!("{};{address}", orcpt.addr_type())
-    } else if global {
-        format!("{};{address}", orcpt.addr_type())
-    } else if orcpt.addr_type() == OriginalRecipient::UTF8_TYPE {
-        orcpt.to_string()
     } else {
-        typed_address(address, false).replacen("; ", ";", 1)
+        format!("{};{}", OriginalRecipient::UTF8_TYPE, utf8_xtext(address))
     }
 }
 
@@ -547,9 +563,7 @@ fn diagnose(text: &str) -> Diagnosis<'_> {
     }
     if let Some((who, said)) = text.split_once(" said: ") {
         if is_reply(said) {
-            let said = said
-                .rfind(" (in reply to ")
-                .map_or(said, |at| &said[..at]);
+            let said = said.rfind(" (in reply to ").map_or(said, |at| &said[..at]);
             let remote = who
                 .strip_prefix("host ")
                 .map(|h| h.split('[').next().unwrap_or(h))

@@ -226,8 +226,7 @@ fn read_original(qf: &QueueFile, file: &mut File, returned: Return) -> std::io::
                 // Look for the end of the header section across the edge of two reads.
                 let from = out.len().saturating_sub(3);
                 out.extend_from_slice(&buf[..n]);
-                if out[from..].windows(4).any(|w| w == b"\r\n\r\n") || out.starts_with(b"\r\n")
-                {
+                if out[from..].windows(4).any(|w| w == b"\r\n\r\n") || out.starts_with(b"\r\n") {
                     break;
                 }
             }
