@@ -657,4 +657,4 @@ fn delivery_status(config: &Config, notice: &Notice<'_>, global: bool) -> String
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
