@@ -782,3 +782,53 @@ fn a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled() {
     drop(c2);
     assert_eq!(inst.stop(), Some(0));
 }
+
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running() {
+    let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd\n\
+                    cleanup unix n - n - 2 cleanup\n\
+                    qmgr unix n - n 300 1 qmgr\n";
+    let mut inst = Instance::new("wakeup", services, "");
+    inst.start();
+    let resident = |inst: &mut Instance| -> Vec<i32> {
+        inst.children()
+            .into_iter()
+            .filter(|p| comm(*p) == "qmgr")
+            .collect()
+    };
+    let mut first = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            first = resident(&mut inst);
+            first.len() == 1
+        }),
+        "qmgr started at boot without a request\n{}",
+        inst.log()
+    );
+    assert!(
+        !inst.children().iter().any(|p| comm(*p) == "cleanup"),
+        "a service without a wakeup still starts on demand only"
+    );
+    kill(Pid::from_raw(first[0]), Signal::SIGKILL).unwrap();
+    let mut second = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            second = resident(&mut inst);
+            second.len() == 1 && second != first
+        }),
+        "qmgr restarted after it was killed\n{}",
+        inst.log()
+    );
+    assert!(inst.log().contains("throttled"), "{}", inst.log());
+    // It is still one process: the master never starts a second while one runs.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(resident(&mut inst), second);
+    assert_eq!(inst.stop(), Some(0));
+    assert!(!alive(second[0]));
+}

@@ -30,6 +30,9 @@ pub struct ServiceSpec {
     /// 0 = unlimited.
     pub process_limit: u32,
     pub address: Option<SocketAddr>,
+    /// master.cf's wakeup column, in seconds (0 = never). A unix service with a wakeup is
+    /// resident: the master starts one process at start-up and again whenever none runs.
+    pub wakeup: u32,
     /// What the service's processes must have in force once they say `Ready`.
     pub profile: Profile,
 }
@@ -176,6 +179,7 @@ pub fn build(
             overrides: svc.overrides.clone(),
             process_limit,
             address,
+            wakeup: svc.wakeup.seconds,
             profile,
         });
     }

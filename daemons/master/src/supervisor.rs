@@ -8,6 +8,15 @@
 //! and counted as a failure of its service; a refused `Connect` is answered `Refused` and logged
 //! with both services' names. A child's stderr is cut into bounded, escaped lines under a prefix
 //! the master chose. The master never parses anything that came from the network.
+//!
+//! master.cf's wakeup column: Postfix's master writes a wake-up request to such a service's
+//! socket every N seconds (starting a process to receive it), which is how its qmgr and pickup
+//! run at all without mail arriving. Postern's channels are made on request only, so the master
+//! cannot poke a service; instead a unix service with a wakeup greater than zero is *resident*:
+//! the master starts one process of it at start-up and again whenever none is running (after a
+//! crash, `max_idle` or `max_use`), subject to the usual throttle, and the daemon keeps its own
+//! timer (qmgr's `queue_run_delay`). The interval's value and the `?` suffix are not used; a
+//! wakeup on an inet service is ignored (its processes start when clients connect).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -164,6 +173,7 @@ impl Master {
             let now = Instant::now();
             self.expire_waiting(now);
             self.kill_unready(now);
+            self.keep_resident(now);
             self.dispatch_all(now);
             self.write_status();
             if let Some(deadline) = self.stopping {
@@ -610,6 +620,25 @@ impl Master {
                 }
                 Dispatch::Wait => return,
             }
+        }
+    }
+
+    /// Starts a process of each resident service (unix, wakeup > 0) that has none.
+    fn keep_resident(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .services
+            .iter()
+            .filter(|(_, s)| {
+                s.spec.kind == Kind::Unix
+                    && s.spec.wakeup > 0
+                    && !s.removed
+                    && s.pool.live() == 0
+                    && s.pool.may_start(now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.start_process(&key, now);
         }
     }
 
