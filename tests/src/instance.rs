@@ -113,17 +113,36 @@ impl Instance {
     /// As [`Instance::start`], with the master.cf services named in `left_out` commented out
     /// (see the module header), e.g. `&["qmgr"]` to keep queued mail in `incoming/`.
     pub fn start_without(name: &str, settings: &[(&str, &str)], left_out: &[&str]) -> Instance {
-        let mut inst = Instance::init(name, settings);
+        let inst = Instance::init(name, settings);
         inst.leave_out(left_out);
-        let out = inst.postern(&["start"]);
+        inst.started()
+    }
+
+    /// Starts the master of an instance made by [`Instance::init`] (and prepared by the test:
+    /// tables, files); panics with the log if it does not start.
+    pub fn started(mut self) -> Instance {
+        let out = self.postern(&["start"]);
         assert!(
             out.status.success(),
             "postern start failed:\n{}\n--- log\n{}",
             show(&out),
-            inst.log()
+            self.log()
         );
-        inst.running = true;
-        inst
+        self.running = true;
+        self
+    }
+
+    /// Appends `text` to the instance's file `name` (for example a table such as `vmailbox`);
+    /// daemons read their tables when they start.
+    pub fn append(&self, name: &str, text: &str) {
+        let path = self.dir.join(name);
+        let mut old = match fs::read_to_string(&path) {
+            Ok(old) => old,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("read {}: {e}", path.display()),
+        };
+        old.push_str(text);
+        fs::write(&path, old).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
     /// Makes and configures an instance without starting it (`start_master` starts it).

@@ -41,7 +41,8 @@ const QUEUE_SETTLE: Duration = Duration::from_secs(10);
 
 /// An instance with smtpd and cleanup enabled and qmgr left out, so that every accepted message
 /// stays in `incoming/` where the tests read it; fails with the build command if smtpd or cleanup
-/// is missing.
+/// is missing. Every address of `example.test` is a known recipient (a catch-all in `vmailbox`):
+/// these tests are about intake, not about which users exist.
 fn intake(name: &str, settings: &[(&str, &str)]) -> Instance {
     for program in ["smtpd", "cleanup"] {
         assert!(
@@ -52,7 +53,10 @@ fn intake(name: &str, settings: &[(&str, &str)]) -> Instance {
     // Errors are answered at once: the error-limit tests must not wait for the soft limit's sleep.
     let mut all = vec![("smtpd_error_sleep_time", "0s")];
     all.extend_from_slice(settings);
-    Instance::start_without(name, &all, &["qmgr"])
+    let inst = Instance::init(name, &all);
+    inst.leave_out(&["qmgr"]);
+    inst.append("vmailbox", "@example.test  example.test/catchall/\n");
+    inst.started()
 }
 
 // ---------------------------------------------------------------------------------------------
