@@ -726,6 +726,21 @@ pub struct ContentReader<R> {
 }
 
 impl<R> ContentReader<R> {
+    /// A reader of content framed as in a queue file, whose first chunk length is
+    /// `inner`'s next octets and whose total is `content_len`: what a delivery agent
+    /// has (the file's descriptor, [`QueueFile::content_offset`] and
+    /// [`QueueFile::content_len`] from its request) without reading the envelope.
+    /// Framing is checked as for [`QueueFile::content`].
+    pub fn starting_at(inner: R, content_len: u64) -> ContentReader<R> {
+        ContentReader {
+            inner,
+            in_chunk: 0,
+            read: 0,
+            expected: content_len,
+            done: false,
+        }
+    }
+
     pub fn into_inner(self) -> R {
         self.inner
     }
