@@ -460,7 +460,7 @@ fn parse_cap_sets(status: &str) -> Option<CapSets> {
     })
 }
 
-fn landlock_fs(access: FsAccess) -> BitFlags<AccessFs> {
+pub(crate) fn landlock_fs(access: FsAccess) -> BitFlags<AccessFs> {
     let mut out = BitFlags::EMPTY;
     for right in access.rights() {
         out |= match right {
@@ -481,7 +481,7 @@ fn landlock_fs(access: FsAccess) -> BitFlags<AccessFs> {
 }
 
 /// Rights that mean something on a file (not a directory).
-fn file_rights() -> BitFlags<AccessFs> {
+pub(crate) fn file_rights() -> BitFlags<AccessFs> {
     AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::Execute
 }
 

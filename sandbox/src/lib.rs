@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 mod apply;
+mod child;
 mod error;
 mod filter;
 pub mod probe;
@@ -36,6 +37,7 @@ mod sys;
 pub mod syscalls;
 
 pub use apply::{apply, LANDLOCK_ABI};
+pub use child::{confine_delivery, fork_delivery_child, Confinement};
 pub use error::{Error, ProfileError};
 pub use probe::{ProbeResult, ProbeTargets};
 pub use profile::{

@@ -340,3 +340,13 @@ pub(crate) fn claim_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // makes this the only OwnedFd ever created for it here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `fork` for a process that is single-threaded by construction: a daemon whose
+/// [`crate::apply`] refused to run with a second thread and which starts none (the `local`
+/// agent's delivery children). The child may then use any async-signal-unsafe function,
+/// which is sound only because no other thread could have held a lock at the fork.
+pub(crate) fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller is single-threaded (see above), so the child inherits no lock held
+    // by another thread and may allocate and run arbitrary code.
+    unsafe { nix::unistd::fork() }
+}
