@@ -211,11 +211,20 @@ const CHANNELS: &[Syscall] = &[Syscall::new(
 
 /// Queue file locks: cleanup holds `flock(LOCK_EX)` on a queue file while it writes it, and its
 /// start-up sweep takes the lock (`LOCK_NB`) to tell a dead writer's incomplete file from a live
-/// one's.
+/// one's; qmgr's start-up recovery does the same in `incoming/`.
 const QUEUE_LOCKS: &[Syscall] = &[Syscall::new(
     "flock",
     libc::SYS_flock,
     "lock a queue file while writing it; test a file's lock in the start-up sweep",
+)];
+
+/// Queue file times: a deferred file's mtime is its next retry time, so qmgr's deferred scan
+/// needs only `stat` (Postfix's scheme); std's `File::set_times` is `futimens`, which is the
+/// `utimensat` system call on a descriptor.
+const QUEUE_TIMES: &[Syscall] = &[Syscall::new(
+    "utimensat",
+    libc::SYS_utimensat,
+    "qmgr: set a deferred queue file's mtime to its next retry time",
 )];
 
 /// Changing ids per delivery: the `local` agent forks and becomes the recipient.
@@ -289,7 +298,13 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
                         )
                     })
                     .collect(),
-                syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+                syscalls: syscalls::set(&[
+                    syscalls::BASE,
+                    CHANNELS,
+                    syscalls::FILES_WRITE,
+                    QUEUE_LOCKS,
+                    QUEUE_TIMES,
+                ]),
                 ..base
             }
         }
