@@ -227,6 +227,22 @@ const QUEUE_TIMES: &[Syscall] = &[Syscall::new(
     "qmgr: set a deferred queue file's mtime to its next retry time",
 )];
 
+/// The virtual agent: reading a queue file by descriptor without moving its shared offset, and
+/// locking an mbox file as mail readers expect (`fcntl` write lock, tried without blocking).
+const VIRTUAL_DELIVERY: &[Syscall] = &[
+    Syscall::new(
+        "pread64",
+        libc::SYS_pread64,
+        "virtual: read the message from the queue file descriptor at the offset qmgr named",
+    ),
+    Syscall::new(
+        "fcntl",
+        libc::SYS_fcntl,
+        "virtual: take or release an mbox file's fcntl write lock (F_SETLK only)",
+    )
+    .when(&[&[ArgCheck::eq(1, libc::F_SETLK as u64)]]),
+];
+
 /// Changing ids per delivery: the `local` agent forks and becomes the recipient.
 const SET_IDS: &[Syscall] = &[
     Syscall::new(
@@ -243,6 +259,161 @@ const SET_IDS: &[Syscall] = &[
         "setgroups",
         libc::SYS_setgroups,
         "local: a delivery child drops supplementary groups",
+    ),
+];
+
+/// What a `local` delivery child needs beyond [`SET_IDS`] to confine itself
+/// (`sandbox::confine_delivery`) and to write a mailbox.
+const DELIVERY_CHILD: &[Syscall] = &[
+    Syscall::new(
+        "pread64",
+        libc::SYS_pread64,
+        "local: read the message from the queue file descriptor at the offset qmgr named",
+    ),
+    Syscall::new(
+        "capget",
+        libc::SYS_capget,
+        "local: a delivery child proves its capability sets are empty",
+    ),
+    Syscall::new(
+        "capset",
+        libc::SYS_capset,
+        "local: a delivery child empties every capability set",
+    ),
+    Syscall::new(
+        "landlock_create_ruleset",
+        libc::SYS_landlock_create_ruleset,
+        "local: a delivery child landlocks itself to one mailbox",
+    ),
+    Syscall::new(
+        "landlock_add_rule",
+        libc::SYS_landlock_add_rule,
+        "local: a delivery child landlocks itself to one mailbox",
+    ),
+    Syscall::new(
+        "landlock_restrict_self",
+        libc::SYS_landlock_restrict_self,
+        "local: a delivery child landlocks itself to one mailbox",
+    ),
+    Syscall::new(
+        "prctl",
+        libc::SYS_prctl,
+        "local: landlock_restrict_self is preceded by PR_SET_NO_NEW_PRIVS (already set; only narrows)",
+    )
+    .when(&[&[ArgCheck::eq(0, libc::PR_SET_NO_NEW_PRIVS as u64)]]),
+    Syscall::new(
+        "getresuid",
+        libc::SYS_getresuid,
+        "local: a delivery child reads back its ids",
+    ),
+    Syscall::new(
+        "getresgid",
+        libc::SYS_getresgid,
+        "local: a delivery child reads back its ids",
+    ),
+    Syscall::new(
+        "fcntl",
+        libc::SYS_fcntl,
+        "local: fcntl locks on a mailbox file, as mail readers expect",
+    )
+    .when(&[
+        &[ArgCheck::eq(1, libc::F_SETLK as u64)],
+        &[ArgCheck::eq(1, libc::F_SETLKW as u64)],
+        &[ArgCheck::eq(1, libc::F_GETLK as u64)],
+    ]),
+    Syscall::new(
+        "pipe2",
+        libc::SYS_pipe2,
+        "local: a delivery child reports back, a command gets its input",
+    ),
+];
+
+/// What `/bin/sh` and the programs of a `|command` delivery need under the `local` agent's
+/// inherited filter, beyond [`sandbox::syscalls::EXEC_START`] (seccomp filters are inherited
+/// across `execve` and only narrow). Only in the profile while `allow_mail_to_commands` is set.
+const COMMANDS: &[Syscall] = &[
+    Syscall::new("execve", libc::SYS_execve, "local: run /bin/sh -c COMMAND"),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new(
+        "dup2",
+        libc::SYS_dup2,
+        "local: the shell places descriptors",
+    ),
+    Syscall::new(
+        "dup3",
+        libc::SYS_dup3,
+        "local: place the command's stdin and output",
+    ),
+    Syscall::new(
+        "ioctl",
+        libc::SYS_ioctl,
+        "local: the shell asks whether stdin is a terminal",
+    )
+    .when(&[&[ArgCheck::eq(1, libc::TCGETS)]]),
+    Syscall::new(
+        "fcntl",
+        libc::SYS_fcntl,
+        "local: the shell moves descriptors (F_DUPFD)",
+    )
+    .when(&[&[ArgCheck::eq(1, libc::F_DUPFD as u64)]]),
+    Syscall::new("getuid", libc::SYS_getuid, "local: the shell reads its ids"),
+    Syscall::new(
+        "geteuid",
+        libc::SYS_geteuid,
+        "local: the shell reads its ids",
+    ),
+    Syscall::new("getgid", libc::SYS_getgid, "local: the shell reads its ids"),
+    Syscall::new(
+        "getegid",
+        libc::SYS_getegid,
+        "local: the shell reads its ids",
+    ),
+    Syscall::new(
+        "getpgrp",
+        libc::SYS_getpgrp,
+        "local: the shell reads its process group",
+    ),
+    Syscall::new(
+        "getcwd",
+        libc::SYS_getcwd,
+        "local: the shell reads its directory",
+    ),
+    Syscall::new(
+        "chdir",
+        libc::SYS_chdir,
+        "local: the command starts in the recipient's home",
+    ),
+    Syscall::new(
+        "umask",
+        libc::SYS_umask,
+        "local: programs set their file mode mask",
+    ),
+    Syscall::new(
+        "uname",
+        libc::SYS_uname,
+        "local: programs read the host name",
+    ),
+    Syscall::new(
+        "readlinkat",
+        libc::SYS_readlinkat,
+        "local: programs resolve links",
+    ),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new(
+        "readlink",
+        libc::SYS_readlink,
+        "local: programs resolve links",
+    ),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new("stat", libc::SYS_stat, "local: the shell looks up programs"),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new("lstat", libc::SYS_lstat, "local: programs look at files"),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new("open", libc::SYS_open, "local: programs open files"),
+    Syscall::new(
+        "sysinfo",
+        libc::SYS_sysinfo,
+        "local: programs read memory sizes",
     ),
 ];
 
@@ -328,30 +499,78 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             Profile {
                 identity: user("vmail_user")?,
                 fs,
-                syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE]),
+                syscalls: syscalls::set(&[
+                    syscalls::BASE,
+                    CHANNELS,
+                    syscalls::FILES_WRITE,
+                    VIRTUAL_DELIVERY,
+                ]),
                 ..base
             }
         }
-        "local" => Profile {
-            identity: None,
-            keep_caps: match run_as {
-                RunAs::Root => vec![Capability::CAP_SETUID, Capability::CAP_SETGID],
-                RunAs::Unprivileged => Vec::new(),
-            },
-            fs: vec![rule(
-                path_param(settings, "mail_spool_directory")?,
-                FsAccess::CREATE_REMOVE,
-                "deliver into mailbox files (each delivery child narrows this to one mailbox)",
-            )],
-            syscalls: syscalls::set(&[
+        "local" => {
+            let mut fs = vec![
+                rule(
+                    path_param(settings, "mail_spool_directory")?,
+                    FsAccess::CREATE_REMOVE,
+                    "deliver into mailbox files (each delivery child narrows this to one mailbox)",
+                ),
+                rule(
+                    path_param(settings, "local_home_base")?,
+                    FsAccess::CREATE_REMOVE | FsAccess::MAKE_DIR | FsAccess::REFER,
+                    "Maildir delivery and .forward files in users' homes (each child narrows this to one home)",
+                ),
+                rule(
+                    path_param(settings, "local_passwd_file")?,
+                    FsAccess::READ_FILE,
+                    "look up local users at delivery time, so a new user gets mail without a restart",
+                ),
+                rule(
+                    path_param(settings, "local_group_file")?,
+                    FsAccess::READ_FILE,
+                    "a delivery child takes the recipient's supplementary groups",
+                ),
+            ];
+            let commands = !param(settings, "allow_mail_to_commands")?.trim().is_empty();
+            let mut groups: Vec<&[Syscall]> = vec![
                 syscalls::BASE,
                 CHANNELS,
                 syscalls::FILES_WRITE,
                 syscalls::FORK_WAIT,
                 SET_IDS,
-            ]),
-            ..base
-        },
+                DELIVERY_CHILD,
+            ];
+            if commands {
+                fs.extend([
+                    rule(
+                        PathBuf::from("/usr"),
+                        FsAccess::EXEC,
+                        "|command deliveries run /bin/sh and the programs it starts",
+                    ),
+                    rule(
+                        PathBuf::from("/etc/ld.so.cache"),
+                        FsAccess::READ_FILE,
+                        "the dynamic loader of a |command finds its libraries",
+                    ),
+                    rule(
+                        PathBuf::from("/dev/null"),
+                        FsAccess::READ_WRITE,
+                        "a |command's programs may redirect to /dev/null",
+                    ),
+                ]);
+                groups.extend([syscalls::EXEC_START, COMMANDS]);
+            }
+            Profile {
+                identity: None,
+                keep_caps: match run_as {
+                    RunAs::Root => vec![Capability::CAP_SETUID, Capability::CAP_SETGID],
+                    RunAs::Unprivileged => Vec::new(),
+                },
+                fs,
+                syscalls: syscalls::set(&groups),
+                ..base
+            }
+        }
         "pickup" => Profile {
             identity: user("queue_user")?,
             fs: vec![rule(

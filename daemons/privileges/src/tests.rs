@@ -117,10 +117,19 @@ fn only_smtp_may_connect_and_only_smtpd_accepts() {
         assert_eq!(names.contains(&"socket"), *role == "smtp", "{role}");
         assert_eq!(names.contains(&"connect"), *role == "smtp", "{role}");
         assert_eq!(names.contains(&"accept4"), *role == "smtpd", "{role}");
-        assert!(!names.contains(&"execve"), "{role} may exec");
+        // local runs |command deliveries while allow_mail_to_commands allows them.
+        assert_eq!(names.contains(&"execve"), *role == "local", "{role} may exec");
         assert_eq!(p.tcp_connect == TcpPorts::Any, *role == "smtp", "{role}");
         assert_eq!(p.tcp_bind, TcpPorts::None, "{role}");
     }
+}
+
+#[test]
+fn local_may_exec_only_while_commands_are_allowed() {
+    let s = settings("allow_mail_to_commands =");
+    let p = profile("local", &s, RunAs::Root).unwrap();
+    assert!(!p.syscalls.iter().any(|c| c.name == "execve"));
+    assert!(!p.fs.iter().any(|r| r.path == Path::new("/usr")));
 }
 
 #[test]
