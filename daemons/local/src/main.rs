@@ -26,8 +26,9 @@
 //!   file and command delivery; a message that already carries `Delivered-To: RECIPIENT`
 //!   bounces with 5.4.6 "mail forwarding loop", as Postfix.
 //! - Addresses outside `mydestination` reached through aliases or `.forward` are not
-//!   delivered here yet: such a recipient is deferred with 4.3.0 (see README of this crate's
-//!   report) so no mail is lost; re-submission through cleanup is the planned path.
+//!   delivered here yet: such a recipient is deferred with 4.3.0, so no mail is lost;
+//!   re-submission through cleanup with the original sender (as Postfix's local) is the
+//!   planned path and needs a `local -> cleanup` edge in the access matrix.
 
 #![forbid(unsafe_code)]
 
