@@ -9,12 +9,18 @@
 //!   data, whatever the setting (Postfix 3.9's `no` still does; that is the smuggling
 //!   hole this setting exists to close).
 //! - `virtual_mailbox_domains` defaults to `$virtual_mailbox_maps` as in Postfix; a
-//!   lookup table in that list is not supported yet, and is refused at start-up.
+//!   lookup table in that list stands for the domains the table names
+//!   (`policy::DomainList::from_elements_with_tables`).
+//! - `virtual_mailbox_maps` is read here, at start-up: the table files are
+//!   world-readable and the sandbox gives smtpd no path at all, so a changed table is
+//!   seen by the next smtpd process. A table that cannot be read stops the daemon.
 
+use std::fs::File;
+use std::path::Path;
 use std::time::Duration;
 
 use conf::MainCf;
-use policy::{DomainList, DomainListError, Networks, NetworksError, Tables};
+use policy::{DomainList, DomainListError, Maps, Networks, NetworksError, TableError, Tables};
 
 /// What `smtpd_forbid_bare_newline` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,12 @@ pub enum ConfigError {
     },
     #[error("parameter mynetworks: {0}")]
     Networks(#[from] NetworksError),
+    #[error("parameter {name}: {source}")]
+    Table {
+        name: &'static str,
+        #[source]
+        source: TableError,
+    },
     #[error("parameter {name} = {value}: {why}")]
     Value {
         name: &'static str,
@@ -79,6 +91,9 @@ pub struct Config {
     pub disable_vrfy: bool,
     pub smtputf8: bool,
     pub tables: Tables,
+    /// `virtual_mailbox_maps`: a recipient of `virtual_mailbox_domains` not found here is
+    /// rejected at RCPT. Empty disables the check (as in Postfix).
+    pub virtual_mailbox_maps: Maps,
 }
 
 fn get(s: &MainCf, name: &'static str) -> Result<String, ConfigError> {
@@ -113,6 +128,23 @@ fn domains(s: &MainCf, name: &'static str) -> Result<DomainList, ConfigError> {
         .map_err(|source| ConfigError::Conf { name, source })?;
     DomainList::from_elements(list.iter().map(String::as_str))
         .map_err(|source| ConfigError::Domains { name, source })
+}
+
+/// A domain list whose `type:table` elements are read now.
+fn domains_with_tables(s: &MainCf, name: &'static str) -> Result<DomainList, ConfigError> {
+    let list = s
+        .get_list(name)
+        .map_err(|source| ConfigError::Conf { name, source })?;
+    DomainList::from_elements_with_tables(list.iter().map(String::as_str), |p: &Path| File::open(p))
+        .map_err(|source| ConfigError::Domains { name, source })
+}
+
+fn maps(s: &MainCf, name: &'static str) -> Result<Maps, ConfigError> {
+    let list = s
+        .get_list(name)
+        .map_err(|source| ConfigError::Conf { name, source })?;
+    Maps::load(list.iter().map(String::as_str), |p: &Path| File::open(p))
+        .map_err(|source| ConfigError::Table { name, source })
 }
 
 impl Config {
@@ -181,10 +213,11 @@ impl Config {
             smtputf8: flag(s, "smtputf8_enable")?,
             tables: Tables {
                 mydestination: domains(s, "mydestination")?,
-                virtual_mailbox_domains: domains(s, "virtual_mailbox_domains")?,
+                virtual_mailbox_domains: domains_with_tables(s, "virtual_mailbox_domains")?,
                 relay_domains: domains(s, "relay_domains")?,
                 mynetworks: Networks::from_elements(mynetworks.iter().map(String::as_str))?,
             },
+            virtual_mailbox_maps: maps(s, "virtual_mailbox_maps")?,
             myhostname,
         })
     }
@@ -215,12 +248,48 @@ mod tests {
     }
 
     #[test]
+    fn virtual_mailbox_domains_default_to_the_domains_of_the_maps() {
+        let dir = std::env::temp_dir().join(format!("smtpd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = dir.join("vmailbox");
+        std::fs::write(&table, "u@hosted.example hosted.example/u/\n").unwrap();
+        let c = Config::from_settings(&settings(&format!(
+            "virtual_mailbox_maps = texthash:{}\n",
+            table.display()
+        )));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let c = c.unwrap();
+        let domain = |d: &str| protocol::address::Domain::parse(d, false).unwrap();
+        assert!(c
+            .tables
+            .virtual_mailbox_domains
+            .matches(&domain("hosted.example")));
+        assert!(!c
+            .tables
+            .virtual_mailbox_domains
+            .matches(&domain("other.example")));
+        assert_eq!(
+            c.virtual_mailbox_maps.get("U@hosted.example"),
+            Some("hosted.example/u/")
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_parameter() {
         let err = Config::from_settings(&settings("line_length_limit = 100\n")).unwrap_err();
         assert!(err.to_string().contains("line_length_limit"), "{err}");
-        let err =
-            Config::from_settings(&settings("virtual_mailbox_maps = hash:/etc/x\n")).unwrap_err();
-        assert!(err.to_string().contains("virtual_mailbox_domains"), "{err}");
+        let err = Config::from_settings(&settings("virtual_mailbox_maps = hash:/nonexistent/x\n"))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("virtual_mailbox_domains") && text.contains("/nonexistent/x"),
+            "{text}"
+        );
+        let err = Config::from_settings(&settings(
+            "virtual_mailbox_domains = example.test\nvirtual_mailbox_maps = regexp:/x\n",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("virtual_mailbox_maps"), "{err}");
         let err = Config::from_settings(&settings("mynetworks = 10.0.0.0/33\n")).unwrap_err();
         assert!(err.to_string().contains("mynetworks"), "{err}");
     }

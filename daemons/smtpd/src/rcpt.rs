@@ -8,9 +8,12 @@
 //! (`554 5.7.1 <addr>: Relay access denied`).
 //!
 //! `<Postmaster>` without a domain is `postmaster@$myhostname`, which is always local.
-//! Local and virtual recipients are not validated against `local_recipient_maps` or
-//! `virtual_mailbox_maps` yet: every address in those domains is accepted here, and a
-//! recipient that does not exist will bounce after queueing.
+//! A recipient of `virtual_mailbox_domains` must have a mailbox in `virtual_mailbox_maps`
+//! (looked up as the virtual agent does: the address, then `@domain`), else
+//! `550 5.1.1 <addr>: Recipient address rejected: User unknown in virtual mailbox table`,
+//! so Postern does not accept mail it would bounce; an empty `virtual_mailbox_maps`
+//! disables the check, as in Postfix. Local recipients are not validated against
+//! `local_recipient_maps` yet.
 
 use policy::RecipientClass;
 use protocol::address::ForwardPath;
@@ -19,6 +22,23 @@ use protocol::smtp::RcptParams;
 use protocol::Reply;
 
 use crate::session::Session;
+
+/// Postfix's reply for a recipient its table does not list.
+fn user_unknown(mailbox: &protocol::address::Mailbox, table: &str) -> Reply {
+    let text = format!("<{mailbox}>: Recipient address rejected: User unknown in {table}");
+    // A validated mailbox has no control characters and at most 256 octets, so the
+    // reply is valid; the fallback keeps the code and status without the address.
+    Reply::new(550, Some((5, 1, 1)), vec![text]).unwrap_or_else(|_| {
+        Reply::new(
+            550,
+            Some((5, 1, 1)),
+            vec![format!(
+                "Recipient address rejected: User unknown in {table}"
+            )],
+        )
+        .expect("a literal reply is valid")
+    })
+}
 
 impl Session<'_, '_> {
     pub(crate) fn rcpt(&mut self, to: ForwardPath, params: RcptParams) {
@@ -38,6 +58,16 @@ impl Session<'_, '_> {
             let class = policy::classify(mailbox, self.client_ip, &self.config.tables);
             if class == RecipientClass::RelayDenied {
                 return self.reply(Reply::relay_denied(&mailbox.to_string()));
+            }
+            if class == RecipientClass::Virtual
+                && !self.config.virtual_mailbox_maps.is_empty()
+                && self
+                    .config
+                    .virtual_mailbox_maps
+                    .find_address(mailbox, "")
+                    .is_none()
+            {
+                return self.reply(user_unknown(mailbox, "virtual mailbox table"));
             }
         }
         if let Some(txn) = &mut self.txn {

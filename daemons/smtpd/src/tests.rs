@@ -419,6 +419,37 @@ fn relay_control_and_address_syntax() {
 }
 
 #[test]
+fn unknown_virtual_users_are_rejected_at_rcpt() {
+    let dir = std::env::temp_dir().join(format!("smtpd-vmailbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = dir.join("vmailbox");
+    std::fs::write(
+        &table,
+        "user@hosted.example hosted.example/user/\n@catchall.example c/\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "virtual_mailbox_domains = hosted.example, texthash:{t}\nvirtual_mailbox_maps = texthash:{t}\n",
+        t = table.display()
+    );
+    let mut h = Harness::start(&extra, Answer::Queue);
+    std::fs::remove_dir_all(&dir).unwrap();
+    h.ehlo();
+    h.expect("MAIL FROM:<s@example.org>", "250");
+    h.expect("RCPT TO:<User@Hosted.Example>", "250 2.1.5");
+    assert_eq!(
+        h.cmd("RCPT TO:<unknown@hosted.example>"),
+        "550 5.1.1 <unknown@hosted.example>: Recipient address rejected: User unknown in virtual mailbox table\r\n"
+    );
+    // A catch-all accepts every user of its domain, which the table makes virtual.
+    h.expect("RCPT TO:<anyone@catchall.example>", "250 2.1.5");
+    // Other classes are not looked up in the virtual table.
+    h.expect("RCPT TO:<local@mx.example.test>", "250 2.1.5");
+    h.expect("RCPT TO:<u@relay.example>", "250 2.1.5");
+    h.finish();
+}
+
+#[test]
 fn smtputf8_addresses_need_smtputf8() {
     let mut h = Harness::start("", Answer::Queue);
     h.ehlo();
