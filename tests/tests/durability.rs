@@ -47,22 +47,35 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use postern_tests::instance::{has_binary, read_queued, show, Instance};
+use postern_tests::instance::{has_binary, read_queued, show, wait_until, Instance};
+use protocol::cleanup::CHUNK_MAX;
 
 /// SMTP transactions per test.
 const MESSAGES: usize = 200;
 /// Concurrent client threads, each with its own connections.
 const CLIENTS: usize = 4;
-/// Kills planned per test, spread over the transactions.
-const PLANNED_KILLS: usize = 12;
+/// Most kills per test.
+const MAX_KILLS: usize = 16;
 /// Kills that must really have happened for the test to mean anything.
-const MIN_KILLS: usize = 5;
+const MIN_KILLS: usize = 6;
+/// The clients' pace when cleanup is killed: message `i` starts no earlier than `i` times this
+/// after the first, slow enough that the kills (one per restart back-off of the master, at
+/// least a second, as the killer waits for each replacement) spread over the run, and each
+/// replacement cleanup starts, and sweeps, while the other clients are in the middle of their
+/// messages. smtpd has no sweep: its clients go as fast as they can, so that most of the time
+/// every smtpd process is in the middle of a transaction.
+const CLEANUP_MESSAGE_SPACING: Duration = Duration::from_millis(50);
+/// Three messages in four pause up to this long in the middle of their text, as a slow client
+/// does. That keeps cleanup's files open and incomplete much of the time, so a replacement
+/// cleanup sweeps while other cleanups write, and a random smtpd victim is usually in the
+/// middle of a transaction.
+const SLOW_CLIENT_PAUSE_MS: u64 = 200;
+/// Longest the killer waits for a process to replace its victim before the next kill.
+const REPLACEMENT_WAIT: Duration = Duration::from_secs(2);
 /// The header that carries each message's token.
 const TOKEN_HEADER: &str = "X-Durability-Token: ";
 /// Longest wait for any one SMTP reply; the server's own timeout (`smtpd_timeout`) is shorter.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a planned kill waits for a process of its role to exist.
-const VICTIM_WAIT: Duration = Duration::from_secs(3);
 /// The whole client phase must end within this, or the test fails rather than hang.
 const CLIENT_PHASE_LIMIT: Duration = Duration::from_secs(45);
 /// Directories below the queue directory that never hold queue files.
@@ -70,12 +83,37 @@ const NOT_QUEUES: &[&str] = &["pid", "maildrop"];
 
 #[test]
 fn cleanup_killed_at_random_points_loses_no_acknowledged_mail() {
-    run("cleanup");
+    run(Scenario {
+        role: "cleanup",
+        spacing: CLEANUP_MESSAGE_SPACING,
+        await_replacement: true,
+        // The wait for each replacement (the master's back-off) spaces these kills.
+        kill_spacing: 6,
+    });
 }
 
 #[test]
 fn smtpd_killed_at_random_points_loses_no_acknowledged_mail() {
-    run("smtpd");
+    run(Scenario {
+        role: "smtpd",
+        spacing: Duration::ZERO,
+        await_replacement: false,
+        // About MAX_KILLS kills spread over the messages.
+        kill_spacing: (2 * MESSAGES / MAX_KILLS) as u64,
+    });
+}
+
+/// How one test drives its instance.
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    /// The role whose processes are killed (`argv[0]` of the daemon).
+    role: &'static str,
+    /// Message `i` starts no earlier than `i` times this after the first.
+    spacing: Duration,
+    /// Whether the killer waits for a process to replace its victim before it aims again.
+    await_replacement: bool,
+    /// A kill lands on one of this many messages after the last (or after its replacement).
+    kill_spacing: u64,
 }
 
 /// splitmix64: small, seedable, good enough to pick kill points.
@@ -143,18 +181,22 @@ struct Kill {
     index: usize,
     phase: Phase,
     delay: Duration,
+    /// Chosen among the processes in the middle of a message.
+    busy: bool,
+    /// How long the master took to start another process of the role (`None`: not within
+    /// [`REPLACEMENT_WAIT`]).
+    replaced_after: Option<Duration>,
 }
 
-fn plan(rng: &mut Rng) -> Vec<Target> {
-    let segment = MESSAGES / PLANNED_KILLS;
-    (0..PLANNED_KILLS)
-        .map(|k| Target {
-            // Leaves the first messages of a segment alone, so kills do not bunch up.
-            index: k * segment + 2 + rng.below(segment as u64 - 2) as usize,
+impl Target {
+    /// The next kill: on one of the `spacing` messages after `index`.
+    fn after(index: usize, spacing: u64, rng: &mut Rng) -> Target {
+        Target {
+            index: index + 1 + rng.below(spacing) as usize,
             phase: PHASES[rng.below(PHASES.len() as u64) as usize],
             delay: Duration::from_micros(rng.below(4_000)),
-        })
-        .collect()
+        }
+    }
 }
 
 /// What a client saw of one message.
@@ -179,9 +221,10 @@ fn message_text(rng: &mut Rng, token: &str, index: usize) -> Vec<u8> {
          \r\n"
     )
     .into_bytes();
-    // One message in eight is large, so a kill can land in the middle of cleanup's writes.
-    let lines = if rng.below(8) == 0 {
-        2_000 + rng.below(3_000)
+    // Half the messages are large (80 to 200 kB, more than one `Content` chunk), so cleanup
+    // has their file open while the client is still sending.
+    let lines = if rng.below(2) == 0 {
+        2_200 + rng.below(3_000)
     } else {
         1 + rng.below(40)
     };
@@ -280,6 +323,7 @@ fn transact(
     session: &mut Session,
     index: usize,
     text: &[u8],
+    pause: Duration,
     events: &mpsc::Sender<Event>,
 ) -> Result<Outcome, String> {
     let event = |phase| {
@@ -305,15 +349,23 @@ fn transact(
         return Ok(Outcome::NotAccepted(refused));
     }
     let wire = stuffed(text);
-    let half = wire.len() / 2;
+    // smtpd hands the text to cleanup in chunks of CHUNK_MAX octets and cleanup creates the
+    // file with the first: a large message pauses past its first chunk, so the pause keeps an
+    // incomplete file open; a small one pauses in its middle.
+    let split = if wire.len() > CHUNK_MAX + 16 * 1024 {
+        (CHUNK_MAX + 8 * 1024).max(wire.len() / 2)
+    } else {
+        wire.len() / 2
+    };
     session
         .writer
-        .write_all(&wire[..half])
+        .write_all(&wire[..split])
         .map_err(|e| format!("text: {e}"))?;
     event(Phase::Text);
+    thread::sleep(pause);
     session
         .writer
-        .write_all(&wire[half..])
+        .write_all(&wire[split..])
         .map_err(|e| format!("text: {e}"))?;
     event(Phase::Dot);
     let reply = session.reply().map_err(|e| format!("end of data: {e}"))?;
@@ -337,14 +389,20 @@ fn client(
     mut rng: Rng,
     next: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
-    deadline: Instant,
+    first: Instant,
+    spacing: Duration,
 ) -> Vec<(usize, Outcome)> {
+    let deadline = first + CLIENT_PHASE_LIMIT;
     let mut seen = Vec::new();
     'connections: while Instant::now() < deadline {
         let mut session = match Session::open(port) {
             Ok(session) => session,
-            // A process killed before MAIL: no message was at stake, open another.
-            Err(_) => continue,
+            // A process killed before MAIL: no message was at stake, open another after a
+            // breath (the master may be between a kill and the restart).
+            Err(_) => {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
         };
         for _ in 0..1 + rng.below(4) {
             let index = next.fetch_add(1, Ordering::SeqCst);
@@ -352,8 +410,18 @@ fn client(
                 let _ = session.command("QUIT");
                 break 'connections;
             }
+            // Pacing, not synchronisation: nothing to wait for but the clock.
+            let slot = first + spacing * index as u32;
+            if let Some(early) = slot.checked_duration_since(Instant::now()) {
+                thread::sleep(early);
+            }
             let text = message_text(&mut rng, &token(seed, index), index);
-            match transact(&mut session, index, &text, &events) {
+            let pause = if rng.below(4) != 0 {
+                Duration::from_millis(rng.below(SLOW_CLIENT_PAUSE_MS))
+            } else {
+                Duration::ZERO
+            };
+            match transact(&mut session, index, &text, pause, &events) {
                 Ok(outcome @ Outcome::Queued(_)) => seen.push((index, outcome)),
                 Ok(outcome) => {
                     // A refusal ends the connection: the next message starts afresh.
@@ -414,54 +482,92 @@ fn master_pid(inst: &Instance) -> i32 {
         .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
 }
 
-/// The killer: carries out `targets` in order as the clients' events reach them, until every
-/// client has hung up.
+/// cleanup processes that hold the lock of a queue file, from `/proc/locks` (readable by anyone,
+/// unlike the descriptors of a non-dumpable daemon): those are in the middle of a message.
+fn lock_holders(among: &[i32]) -> Vec<i32> {
+    let Ok(locks) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    // "1: FLOCK  ADVISORY  WRITE 12819 fe:00:2171658 0 EOF"; a waiter's line has "->" after the
+    // number and holds nothing.
+    let mut holders: Vec<i32> = locks
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            if fields.next()? != "FLOCK" {
+                return None;
+            }
+            fields.nth(2)?.parse().ok()
+        })
+        .filter(|pid| among.contains(pid))
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    holders
+}
+
+/// The killer: when the clients' events reach its next target, kills a process of the role
+/// (at `Text` and `Dot`, a cleanup in the middle of a message if there is one; otherwise any),
+/// then, if the scenario says so, waits for the master to start a replacement before it aims
+/// again; until every client has hung up or [`MAX_KILLS`] were made.
 fn killer(
     master: i32,
-    role: &'static str,
-    targets: Vec<Target>,
+    scenario: Scenario,
     mut rng: Rng,
     events: mpsc::Receiver<Event>,
 ) -> (Vec<Kill>, Vec<String>) {
+    let role = scenario.role;
     let mut kills = Vec::new();
     let mut missed = Vec::new();
-    let mut targets = targets.into_iter().peekable();
+    let mut target = Target::after(0, scenario.kill_spacing, &mut rng);
+    let mut resumed = Instant::now();
     for event in events {
-        let Some(target) = targets.peek().copied() else {
-            continue;
-        };
-        if event.index < target.index || event.phase != target.phase {
+        if kills.len() + missed.len() >= MAX_KILLS
+            || event.at < resumed
+            || event.index < target.index
+            || event.phase != target.phase
+        {
             continue;
         }
-        targets.next();
         if let Some(wait) = (event.at + target.delay).checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        let give_up = Instant::now() + VICTIM_WAIT;
-        let victim = loop {
-            let live = processes(master, role);
-            if !live.is_empty() {
-                break Some(live[rng.below(live.len() as u64) as usize]);
-            }
-            if Instant::now() >= give_up {
-                break None;
-            }
-            // Polls /proc for the condition "a process of the role exists"; nothing to block on.
-            thread::sleep(Duration::from_millis(5));
+        let live = processes(master, role);
+        let busy = match (role, event.phase) {
+            ("cleanup", Phase::Text | Phase::Dot) => lock_holders(&live),
+            _ => Vec::new(),
         };
-        let Some(pid) = victim else {
-            missed.push(format!("{target:?}: no {role} process"));
-            continue;
+        let pool = if busy.is_empty() { &live } else { &busy };
+        let outcome = if pool.is_empty() {
+            Err(format!("{target:?}: no {role} process"))
+        } else {
+            let pid = pool[rng.below(pool.len() as u64) as usize];
+            kill(Pid::from_raw(pid), Signal::SIGKILL)
+                .map(|()| pid)
+                .map_err(|e| format!("{target:?}: kill {pid}: {e}"))
         };
-        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-            Ok(()) => kills.push(Kill {
-                pid,
-                index: event.index,
-                phase: event.phase,
-                delay: target.delay,
-            }),
-            Err(e) => missed.push(format!("{target:?}: kill {pid}: {e}")),
+        match outcome {
+            Ok(pid) => {
+                let killed_at = Instant::now();
+                // Polls /proc for "a process of the role that was not there before"; there is
+                // nothing to block on.
+                let replaced = scenario.await_replacement
+                    && wait_until(REPLACEMENT_WAIT, || {
+                        processes(master, role).iter().any(|p| !live.contains(p))
+                    });
+                kills.push(Kill {
+                    pid,
+                    index: event.index,
+                    phase: event.phase,
+                    delay: target.delay,
+                    busy: !busy.is_empty(),
+                    replaced_after: replaced.then(|| killed_at.elapsed()),
+                });
+            }
+            Err(why) => missed.push(why),
         }
+        resumed = Instant::now();
+        target = Target::after(event.index, scenario.kill_spacing, &mut rng);
     }
     (kills, missed)
 }
@@ -535,7 +641,8 @@ fn read_queue_file(path: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn run(role: &'static str) {
+fn run(scenario: Scenario) {
+    let role = scenario.role;
     if !(has_binary("smtpd") && has_binary("cleanup")) {
         eprintln!("note: smtpd or cleanup is not built: the durability test has nothing to kill");
         return;
@@ -552,18 +659,27 @@ fn run(role: &'static str) {
     );
     let master = master_pid(&inst);
     let mut rng = Rng(seed);
-    let targets = plan(&mut rng);
 
     let next = Arc::new(AtomicUsize::new(0));
     let (events_tx, events_rx) = mpsc::channel();
     let killer_rng = Rng(rng.next());
-    let killer = thread::spawn(move || killer(master, role, targets, killer_rng, events_rx));
-    let deadline = Instant::now() + CLIENT_PHASE_LIMIT;
+    let killer = thread::spawn(move || killer(master, scenario, killer_rng, events_rx));
+    let first = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (port, client_rng) = (inst.port(), Rng(rng.next()));
             let (next, events) = (next.clone(), events_tx.clone());
-            thread::spawn(move || client(port, seed, client_rng, next, events, deadline))
+            thread::spawn(move || {
+                client(
+                    port,
+                    seed,
+                    client_rng,
+                    next,
+                    events,
+                    first,
+                    scenario.spacing,
+                )
+            })
         })
         .collect();
     drop(events_tx);
@@ -609,7 +725,7 @@ fn run(role: &'static str) {
             Session::open(inst.port()).unwrap_or_else(|e| panic!("{context}: after restart: {e}"));
         let text = message_text(&mut rng, &final_token, MESSAGES);
         let (sink, _) = mpsc::channel();
-        match transact(&mut session, MESSAGES, &text, &sink) {
+        match transact(&mut session, MESSAGES, &text, Duration::ZERO, &sink) {
             Ok(Outcome::Queued(id)) => id,
             other => panic!("{context}: the message after the restart: {other:?}"),
         }
@@ -721,11 +837,17 @@ fn run(role: &'static str) {
         kills
             .iter()
             .map(|k| format!(
-                "{} at #{} {:?}+{}us",
+                "{}{} at #{} {:?}+{}us{}",
                 k.pid,
+                if k.busy { " (writing)" } else { "" },
                 k.index,
                 k.phase,
-                k.delay.as_micros()
+                k.delay.as_micros(),
+                match (scenario.await_replacement, k.replaced_after) {
+                    (false, _) => String::new(),
+                    (true, None) => ", not replaced".to_owned(),
+                    (true, Some(d)) => format!(", replaced after {} ms", d.as_millis()),
+                }
             ))
             .collect::<Vec<_>>(),
         files.len(),
