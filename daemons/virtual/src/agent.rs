@@ -253,16 +253,14 @@ mod tests {
         for round in 1..=2 {
             qmgr.send(&request, &[file.as_fd()]).unwrap();
             let mut got = Vec::new();
-            loop {
-                match qmgr.recv::<FromAgent>().unwrap().msg {
-                    FromAgent::Result {
-                        index,
-                        outcome,
-                        status,
-                        diagnostic,
-                    } => got.push((index, outcome, status.to_string(), diagnostic)),
-                    FromAgent::Done => break,
-                }
+            while let FromAgent::Result {
+                index,
+                outcome,
+                status,
+                diagnostic,
+            } = qmgr.recv::<FromAgent>().unwrap().msg
+            {
+                got.push((index, outcome, status.to_string(), diagnostic));
             }
             let summary: Vec<(u32, Outcome, &str)> = got
                 .iter()
@@ -348,7 +346,9 @@ mod tests {
         }
         assert_eq!(qmgr.recv::<FromAgent>().unwrap().msg, FromAgent::Done);
         for sub in ["tmp", "new"] {
-            let left = std::fs::read_dir(dir.path().join("u").join(sub)).unwrap().count();
+            let left = std::fs::read_dir(dir.path().join("u").join(sub))
+                .unwrap()
+                .count();
             assert_eq!(left, 0, "{sub}: the partial file is removed");
         }
         drop(qmgr);
