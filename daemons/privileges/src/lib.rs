@@ -492,8 +492,10 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             } else {
                 vec![rule(
                     path_param(settings, "virtual_mailbox_base")?,
-                    FsAccess::CREATE_REMOVE | FsAccess::MAKE_DIR,
-                    "deliver into virtual mailboxes",
+                    // REFER: landlock refuses a rename between directories without it,
+                    // and a Maildir delivery renames tmp/NAME to new/NAME.
+                    FsAccess::MOVE_ACROSS | FsAccess::MAKE_DIR,
+                    "deliver into virtual mailboxes (Maildir: create in tmp/, rename into new/)",
                 )]
             };
             Profile {
