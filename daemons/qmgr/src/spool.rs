@@ -361,7 +361,7 @@ mod libc_flags {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
