@@ -715,7 +715,7 @@ mod tests {
     fn a_maildir_delivery_lands_once_owned_by_the_recipient_mode_0600() {
         let id = test_identity();
         let home = scratch("maildir", &id);
-        let prepend = b"Delivered-To: u@example.test\r\nReturn-Path: <a@example.org>\r\n";
+        let prepend = b"Return-Path: <a@example.org>\r\nDelivered-To: u@example.test\r\n";
         let content = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n";
         let sink = Sink::Maildir(home.join("Maildir"));
         let report = run(&job(id.clone(), sink, prepend, content));
@@ -731,7 +731,7 @@ mod tests {
         let text = fs::read_to_string(&new[0]).unwrap();
         assert!(
             text.starts_with(
-                "Delivered-To: u@example.test\nReturn-Path: <a@example.org>\nReceived: from x\n"
+                "Return-Path: <a@example.org>\nDelivered-To: u@example.test\nReceived: from x\n"
             ),
             "{text}"
         );

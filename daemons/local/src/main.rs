@@ -22,7 +22,8 @@
 //!   `local_home_base`; others, and every user when `home_mailbox` is empty, get the mbox
 //!   `mail_spool_directory/USER`. `.forward` is read only beneath `local_home_base` too
 //!   (Postfix's `forward_path` default `$home/.forward`, without the extension form).
-//! - `Delivered-To: RECIPIENT` and `Return-Path: <SENDER>` are prepended to each mailbox,
+//! - `Return-Path: <SENDER>` (`<>` for the null sender) and `Delivered-To: RECIPIENT`, in
+//!   that order as Postfix, are prepended to each mailbox,
 //!   file and command delivery; a message that already carries `Delivered-To: RECIPIENT`
 //!   bounces with 5.4.6 "mail forwarding loop", as Postfix.
 //! - Addresses outside `mydestination` reached through aliases or `.forward` are not
@@ -37,6 +38,7 @@ mod resolve;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,7 +49,7 @@ use policy::aliases::{self, Aliases, Target};
 use policy::passwd::{self, Account, Passwd};
 use policy::DomainList;
 use protocol::delivery::{FromAgent, ToAgent};
-use protocol::queue::{Diagnostic, Outcome};
+use protocol::queue::{ContentReader, Diagnostic, Outcome};
 use protocol::{Channel, EnhancedStatus};
 use sandbox::Identity;
 
@@ -284,15 +286,41 @@ fn fallback_status() -> EnhancedStatus {
     "4.0.0".parse().unwrap_or_else(|_| fallback_status())
 }
 
+/// Reads the message text: the queue file stores it in length-framed chunks, which
+/// `protocol::queue::ContentReader` checks against the length the request names. `pread`
+/// leaves the descriptor's offset alone (qmgr may share the open file description).
 fn read_content(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     if len > MAX_CONTENT {
         return Err(std::io::Error::other(format!(
             "content of {len} octets is larger than {MAX_CONTENT}"
         )));
     }
-    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-    file.read_exact_at(&mut buf, offset)?;
+    let at = Pread { file, pos: offset };
+    let reader = ContentReader::starting_at(std::io::BufReader::with_capacity(64 << 10, at), len);
+    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(std::io::Error::other)?);
+    // One octet more than announced is read so that a longer text is noticed, not cut.
+    reader.take(len + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("content is {} octets, the request says {len}", buf.len()),
+        ));
+    }
     Ok(buf)
+}
+
+/// A `Read` over a file at a position of its own, by `pread`.
+struct Pread<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for Pread<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Whether the header section already carries `Delivered-To: addr` (a forwarding loop).
@@ -315,7 +343,7 @@ fn has_delivered_to(content: &[u8], addr: &str) -> bool {
 fn deliver_recipient(
     config: &Config,
     mailbox: Option<&protocol::Mailbox>,
-    _sender: &protocol::ReversePath,
+    sender: &protocol::ReversePath,
     sender_text: &str,
     content: &[u8],
 ) -> Report {
@@ -367,7 +395,13 @@ fn deliver_recipient(
         Ok(e) => e,
         Err(refusal) => return refused(refusal),
     };
-    let prepend = format!("Delivered-To: {address}\r\nReturn-Path: <{sender_text}>\r\n");
+    // Postfix's order: Return-Path first, then Delivered-To, then the message's own fields.
+    // The null sender is `Return-Path: <>` as in Postfix; `MAILER-DAEMON` is only for the
+    // mbox `From ` line.
+    let return_path = sender
+        .mailbox()
+        .map_or_else(String::new, ToString::to_string);
+    let prepend = format!("Return-Path: <{return_path}>\r\nDelivered-To: {address}\r\n");
     let from_sender = if sender_text == "MAILER-DAEMON" {
         "MAILER-DAEMON".to_owned()
     } else {
