@@ -9,8 +9,10 @@
 //! Verdicts: an action must be denied, except the ones a role's own profile grants, which are
 //! shown as granted and not counted as failures — the smtp client's TCP `connect` and its
 //! `socket(AF_INET)` (its profile allows connecting), and `setuid(0)` for a role that keeps
-//! CAP_SETUID (`local` as root, which becomes each recipient). Anything else that is not denied
-//! is `ALLOWED` and makes the exit status 1.
+//! CAP_SETUID (`local` as root, which becomes each recipient), and opening the probe's outside
+//! path or executing its program when a landlock rule of the profile covers them (`local` reads
+//! `local_passwd_file`, by default `/etc/passwd`, and may run `|command` deliveries through the
+//! shell). Anything else that is not denied is `ALLOWED` and makes the exit status 1.
 //!
 //! Trusts: its own probe children only as far as their exit status and the line format of
 //! `probe.rs`; a line that does not parse, a missing probe or a child that fails is a failure.
@@ -21,11 +23,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sandbox::{Capability, Profile, TcpPorts};
+use sandbox::{Capability, FsAccess, Profile, TcpPorts};
 
 use crate::args::PROBE_SUBCOMMAND;
 use crate::instance::Instance;
-use crate::probe::{LOOPBACK_PORT, PROBE_TAG, REPORT_TAG};
+use crate::probe::{EXEC_PATH, LOOPBACK_PORT, OUTSIDE_PATH, PROBE_TAG, REPORT_TAG};
 
 /// How long one probe child may take: its slowest probe is a 2 s loopback connect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +39,25 @@ const PROBE_OUTPUT_MAX: u64 = 64 * 1024;
 const ACTION_CONNECT: &str = "TCP connect to a loopback port";
 const ACTION_SOCKET_INET: &str = "socket(AF_INET)";
 const ACTION_SETUID: &str = "setuid(0)";
+const ACTION_OPEN: &str = "open a path outside the rules";
+const ACTION_EXECVE: &str = "execve a binary";
+
+/// The landlock rule of `profile` that grants `access` to `target`, if any. The probe opens
+/// the target following symlinks (`/bin/sh` is `/usr/bin/dash` on merged-/usr systems), so
+/// both the name and its resolved form are compared with each rule's path.
+fn path_rule<'p>(
+    profile: &'p Profile,
+    target: &str,
+    access: FsAccess,
+) -> Option<&'p sandbox::FsRule> {
+    let target = Path::new(target);
+    let resolved = std::fs::canonicalize(target).ok();
+    profile.fs.iter().find(|rule| {
+        rule.access.contains(access)
+            && (target.starts_with(&rule.path)
+                || resolved.as_ref().is_some_and(|r| r.starts_with(&rule.path)))
+    })
+}
 
 /// How one probe came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +91,20 @@ pub fn granted_by(profile: &Profile, action: &str) -> Option<String> {
         ACTION_SETUID if profile.keep_caps.contains(&Capability::CAP_SETUID) => {
             Some("its profile keeps CAP_SETUID".into())
         }
+        ACTION_OPEN => path_rule(profile, OUTSIDE_PATH, FsAccess::READ_FILE).map(|rule| {
+            format!(
+                "its profile allows reading {} ({})",
+                rule.path.display(),
+                rule.why
+            )
+        }),
+        ACTION_EXECVE => path_rule(profile, EXEC_PATH, FsAccess::EXECUTE).map(|rule| {
+            format!(
+                "its profile allows executing beneath {} ({})",
+                rule.path.display(),
+                rule.why
+            )
+        }),
         _ => None,
     }
 }
@@ -380,6 +415,42 @@ mod tests {
             verdict(&local, "ptrace(PTRACE_TRACEME)", false),
             Verdict::Allowed
         );
+        assert_eq!(verdict(&local, ACTION_OPEN, false), Verdict::Allowed);
+        assert_eq!(verdict(&local, ACTION_EXECVE, false), Verdict::Allowed);
+
+        let reads_passwd = Profile {
+            fs: vec![
+                sandbox::FsRule {
+                    path: "/etc/passwd".into(),
+                    access: FsAccess::READ_FILE,
+                    why: "look up users",
+                },
+                sandbox::FsRule {
+                    path: "/".into(),
+                    access: FsAccess::EXEC,
+                    why: "run commands",
+                },
+            ],
+            ..Profile::new("local")
+        };
+        assert!(matches!(
+            verdict(&reads_passwd, ACTION_OPEN, false),
+            Verdict::Granted(_)
+        ));
+        assert!(matches!(
+            verdict(&reads_passwd, ACTION_EXECVE, false),
+            Verdict::Granted(_)
+        ));
+        // A rule for another file grants nothing.
+        let other = Profile {
+            fs: vec![sandbox::FsRule {
+                path: "/etc/group".into(),
+                access: FsAccess::READ_FILE,
+                why: "groups",
+            }],
+            ..Profile::new("local")
+        };
+        assert_eq!(verdict(&other, ACTION_OPEN, false), Verdict::Allowed);
     }
 
     #[test]
@@ -394,5 +465,12 @@ mod tests {
         for action in [ACTION_CONNECT, ACTION_SOCKET_INET, ACTION_SETUID] {
             assert!(names.contains(&action), "{action} not in {names:?}");
         }
+        // The open probe's name, without running the others here.
+        let open = sandbox::probe::open_outside(&sandbox::ProbeTargets {
+            outside_path: "/nonexistent/postern-probe".into(),
+            ..targets.clone()
+        })
+        .action;
+        assert_eq!(open, ACTION_OPEN);
     }
 }
