@@ -118,7 +118,11 @@ fn only_smtp_may_connect_and_only_smtpd_accepts() {
         assert_eq!(names.contains(&"connect"), *role == "smtp", "{role}");
         assert_eq!(names.contains(&"accept4"), *role == "smtpd", "{role}");
         // local runs |command deliveries while allow_mail_to_commands allows them.
-        assert_eq!(names.contains(&"execve"), *role == "local", "{role} may exec");
+        assert_eq!(
+            names.contains(&"execve"),
+            *role == "local",
+            "{role} may exec"
+        );
         assert_eq!(p.tcp_connect == TcpPorts::Any, *role == "smtp", "{role}");
         assert_eq!(p.tcp_bind, TcpPorts::None, "{role}");
     }
