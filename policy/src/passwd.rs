@@ -64,6 +64,11 @@ impl Passwd {
         self.by_name.get(&name.to_lowercase())
     }
 
+    /// Every account, in no particular order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.by_name.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }

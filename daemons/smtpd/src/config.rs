@@ -14,12 +14,16 @@
 //! - `virtual_mailbox_maps` is read here, at start-up: the table files are
 //!   world-readable and the sandbox gives smtpd no path at all, so a changed table is
 //!   seen by the next smtpd process. A table that cannot be read stops the daemon.
+//! - `local_recipient_maps` is read here too (`local_recipients`), but a table of it
+//!   that cannot be read defers local recipients instead of stopping the daemon.
 
 use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
 use conf::MainCf;
+
+use crate::local_recipients::LocalRecipients;
 use policy::{DomainList, DomainListError, Maps, Networks, NetworksError, TableError, Tables};
 
 /// What `smtpd_forbid_bare_newline` asks for.
@@ -94,6 +98,8 @@ pub struct Config {
     /// `virtual_mailbox_maps`: a recipient of `virtual_mailbox_domains` not found here is
     /// rejected at RCPT. Empty disables the check (as in Postfix).
     pub virtual_mailbox_maps: Maps,
+    /// `local_recipient_maps`: the users of `mydestination` accepted at RCPT.
+    pub local_recipients: LocalRecipients,
 }
 
 fn get(s: &MainCf, name: &'static str) -> Result<String, ConfigError> {
@@ -218,6 +224,10 @@ impl Config {
                 mynetworks: Networks::from_elements(mynetworks.iter().map(String::as_str))?,
             },
             virtual_mailbox_maps: maps(s, "virtual_mailbox_maps")?,
+            local_recipients: LocalRecipients::load(s).map_err(|source| ConfigError::Conf {
+                name: "local_recipient_maps",
+                source,
+            })?,
             myhostname,
         })
     }

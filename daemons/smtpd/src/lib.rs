@@ -10,7 +10,7 @@
 //! `conn` (the connection, the command-line reader, pipelined replies), `session`
 //! (state and command loop), `ehlo`, `mail`, `rcpt`, `data` (with the `dot` reader),
 //! `bdat`, `simple` (RSET, VRFY, HELP), `received` (the Received: header), `cleanup`
-//! (the hand-over).
+//! (the hand-over), `local_recipients` (`local_recipient_maps`, read before the sandbox).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +21,7 @@ pub mod conn;
 mod data;
 pub mod dot;
 mod ehlo;
+pub mod local_recipients;
 mod mail;
 mod rcpt;
 pub mod received;

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     let mut d = Daemon::init()?;
     let config = Config::from_settings(d.settings()).context("smtpd settings")?;
+    if let Some(why) = config.local_recipients.failure() {
+        tracing::error!("{why}; recipients in mydestination get 451 4.3.0 until it is fixed");
+    }
     // INVARIANT: the sandbox is in force before the first connection is accepted; from
     // here on the process opens nothing, and its profile gives it no path at all.
     d.enter_sandbox()?;

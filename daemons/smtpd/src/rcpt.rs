@@ -12,8 +12,10 @@
 //! (looked up as the virtual agent does: the address, then `@domain`), else
 //! `550 5.1.1 <addr>: Recipient address rejected: User unknown in virtual mailbox table`,
 //! so Postern does not accept mail it would bounce; an empty `virtual_mailbox_maps`
-//! disables the check, as in Postfix. Local recipients are not validated against
-//! `local_recipient_maps` yet.
+//! disables the check, as in Postfix. A recipient of `mydestination` must be in
+//! `local_recipient_maps` (`local_recipients` says how it is read and looked up), else
+//! `550 5.1.1 <addr>: Recipient address rejected: User unknown in local recipient table`;
+//! if a table of it could not be read, `451 4.3.0 <addr>: Temporary lookup failure`.
 
 use policy::RecipientClass;
 use protocol::address::ForwardPath;
@@ -21,6 +23,7 @@ use protocol::queue::Recipient;
 use protocol::smtp::RcptParams;
 use protocol::Reply;
 
+use crate::local_recipients::Lookup;
 use crate::session::Session;
 
 /// Postfix's reply for a recipient its table does not list.
@@ -35,6 +38,23 @@ fn user_unknown(mailbox: &protocol::address::Mailbox, table: &str) -> Reply {
             vec![format!(
                 "Recipient address rejected: User unknown in {table}"
             )],
+        )
+        .expect("a literal reply is valid")
+    })
+}
+
+/// Postfix's reply when a recipient table could not be consulted.
+fn lookup_failure(mailbox: &protocol::address::Mailbox) -> Reply {
+    Reply::new(
+        451,
+        Some((4, 3, 0)),
+        vec![format!("<{mailbox}>: Temporary lookup failure")],
+    )
+    .unwrap_or_else(|_| {
+        Reply::new(
+            451,
+            Some((4, 3, 0)),
+            vec!["Temporary lookup failure".into()],
         )
         .expect("a literal reply is valid")
     })
@@ -68,6 +88,15 @@ impl Session<'_, '_> {
                     .is_none()
             {
                 return self.reply(user_unknown(mailbox, "virtual mailbox table"));
+            }
+            if class == RecipientClass::Local {
+                match self.config.local_recipients.lookup(mailbox) {
+                    Lookup::Known => {}
+                    Lookup::Unknown => {
+                        return self.reply(user_unknown(mailbox, "local recipient table"))
+                    }
+                    Lookup::Unavailable => return self.reply(lookup_failure(mailbox)),
+                }
             }
         }
         if let Some(txn) = &mut self.txn {

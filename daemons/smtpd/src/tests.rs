@@ -32,7 +32,8 @@ const BASE: &str = "myhostname = mx.example.test\n\
     mynetworks = 192.0.2.0/24\n\
     virtual_mailbox_domains = hosted.example\n\
     relay_domains = relay.example\n\
-    smtpd_error_sleep_time = 0\n";
+    smtpd_error_sleep_time = 0\n\
+    local_recipient_maps =\n";
 
 fn config(extra: &str) -> Config {
     let env = conf::Environment::with_hostname("mx.example.test").unwrap();
@@ -446,6 +447,88 @@ fn unknown_virtual_users_are_rejected_at_rcpt() {
     // Other classes are not looked up in the virtual table.
     h.expect("RCPT TO:<local@mx.example.test>", "250 2.1.5");
     h.expect("RCPT TO:<u@relay.example>", "250 2.1.5");
+    h.finish();
+}
+
+#[test]
+fn unknown_local_users_are_rejected_at_rcpt() {
+    let dir = std::env::temp_dir().join(format!("smtpd-local-rcpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwd = dir.join("passwd");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    let aliases = dir.join("aliases");
+    std::fs::write(
+        &aliases,
+        "postmaster: root\nroot: alice\nsales: alice, bob\n",
+    )
+    .unwrap();
+    // Postfix's default list, with this test's files.
+    let extra = format!(
+        "local_passwd_file = {}\nalias_maps = hash:{}\n\
+         local_recipient_maps = proxy:unix:passwd.byname $alias_maps\n",
+        passwd.display(),
+        aliases.display()
+    );
+    let mut h = Harness::start(&extra, Answer::Queue);
+    // Read at start-up: the files are not needed any more.
+    std::fs::remove_dir_all(&dir).unwrap();
+    h.ehlo();
+    h.expect("MAIL FROM:<s@example.org>", "250");
+    h.expect("RCPT TO:<Alice@mx.example.test>", "250 2.1.5");
+    h.expect("RCPT TO:<sales@localhost>", "250 2.1.5");
+    h.expect("RCPT TO:<root@mx.example.test>", "250 2.1.5");
+    h.expect("RCPT TO:<Postmaster>", "250 2.1.5");
+    assert_eq!(
+        h.cmd("RCPT TO:<nosuch@mx.example.test>"),
+        "550 5.1.1 <nosuch@mx.example.test>: Recipient address rejected: User unknown in local recipient table\r\n"
+    );
+    // bob is only a value of an alias, not a name.
+    h.expect("RCPT TO:<bob@mx.example.test>", "550 5.1.1");
+    // Other classes are not looked up in the local tables.
+    h.expect("RCPT TO:<nosuch@hosted.example>", "250 2.1.5");
+    h.expect("RCPT TO:<nosuch@relay.example>", "250 2.1.5");
+    h.expect("DATA", "354");
+    h.send(b"Subject: x\r\n\r\nx\r\n.\r\n");
+    assert!(h.reply().starts_with("250 2.0.0 Ok: queued"));
+    let log = h.finish();
+    let rcpts: Vec<String> = log
+        .iter()
+        .filter_map(|m| match m {
+            ToCleanup::Recipients(r) => Some(
+                r.as_slice()
+                    .iter()
+                    .map(|r| r.path.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(rcpts.len(), 6, "{rcpts:?}");
+    assert!(
+        !rcpts
+            .iter()
+            .any(|r| r.contains("nosuch@mx") || r.contains("bob@")),
+        "{rcpts:?}"
+    );
+}
+
+#[test]
+fn a_local_recipient_table_that_cannot_be_read_defers_local_recipients_only() {
+    let extra = "alias_maps = hash:/nonexistent/postern-aliases\n\
+                 local_recipient_maps = $alias_maps\n";
+    let mut h = Harness::start(extra, Answer::Queue);
+    h.ehlo();
+    h.expect("MAIL FROM:<s@example.org>", "250");
+    assert_eq!(
+        h.cmd("RCPT TO:<alice@mx.example.test>"),
+        "451 4.3.0 <alice@mx.example.test>: Temporary lookup failure\r\n"
+    );
+    h.expect("RCPT TO:<u@hosted.example>", "250 2.1.5");
     h.finish();
 }
 
