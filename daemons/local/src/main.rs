@@ -26,14 +26,17 @@
 //!   that order as Postfix, are prepended to each mailbox,
 //!   file and command delivery; a message that already carries `Delivered-To: RECIPIENT`
 //!   bounces with 5.4.6 "mail forwarding loop", as Postfix.
-//! - Addresses outside `mydestination` reached through aliases or `.forward` are not
-//!   delivered here yet: such a recipient is deferred with 4.3.0, so no mail is lost;
-//!   re-submission through cleanup with the original sender (as Postfix's local) is the
-//!   planned path and needs a `local -> cleanup` edge in the access matrix.
+//! - Addresses outside `mydestination` reached through aliases, include lists or `.forward`
+//!   are re-submitted through cleanup as one new message per recipient being expanded, with
+//!   the original sender (or `owner-NAME`), as Postfix's local does (`forward`; the access
+//!   matrix's `local -> cleanup` edge).
+//! - A recipient's result is the worst of its parts: any deferral defers it (retried as a
+//!   whole, so a mailbox copy may be written twice, as in Postfix), else any bounce bounces it.
 
 #![forbid(unsafe_code)]
 
 mod deliver;
+mod forward;
 mod resolve;
 
 use std::collections::{HashMap, HashSet};
@@ -191,13 +194,22 @@ fn run() -> anyhow::Result<()> {
     // INVARIANT: the sandbox is in force before the first request is read; alias tables and
     // include files were read above, outside it.
     d.enter_sandbox()?;
-    let ended = d.serve_unix(|_d, _from, channel| serve(&config, &channel))?;
+    let mut link = forward::CleanupLink::new(forward::CLEANUP_TIMEOUT);
+    let ended = d.serve_unix(|d, _from, channel| {
+        let mut connect = || d.connect("cleanup").map_err(|e| e.to_string());
+        serve(&config, &channel, &mut link, &mut connect)
+    })?;
     tracing::debug!(?ended, "serve loop ended");
     Ok(())
 }
 
 /// Serves delivery requests on one channel until it closes.
-fn serve(config: &Config, channel: &Channel) -> anyhow::Result<()> {
+fn serve(
+    config: &Config,
+    channel: &Channel,
+    link: &mut forward::CleanupLink,
+    connect: &mut forward::Connect<'_>,
+) -> anyhow::Result<()> {
     loop {
         let received = match channel.recv::<ToAgent>() {
             Ok(r) => r,
@@ -210,6 +222,7 @@ fn serve(config: &Config, channel: &Channel) -> anyhow::Result<()> {
         let ToAgent::Deliver {
             queue_id,
             sender,
+            flags,
             content_offset,
             content_len,
             recipients,
@@ -232,9 +245,13 @@ fn serve(config: &Config, channel: &Channel) -> anyhow::Result<()> {
                 Some(content) => deliver_recipient(
                     config,
                     r.recipient.path.mailbox(),
-                    &sender,
-                    &sender_text,
-                    content,
+                    &Message {
+                        sender: &sender,
+                        sender_text: &sender_text,
+                        flags: &flags,
+                        content,
+                    },
+                    &mut |fwd| link.send(connect, fwd),
                 ),
             };
             let (outcome, status) = outcome_of(&report.status);
@@ -340,13 +357,22 @@ fn has_delivered_to(content: &[u8], addr: &str) -> bool {
     false
 }
 
+/// The message being delivered, as the request and the queue file give it.
+struct Message<'a> {
+    sender: &'a protocol::ReversePath,
+    /// The sender for the mbox `From ` line (`MAILER-DAEMON` for the null sender).
+    sender_text: &'a str,
+    flags: &'a protocol::queue::MailFlags,
+    content: &'a [u8],
+}
+
 fn deliver_recipient(
     config: &Config,
     mailbox: Option<&protocol::Mailbox>,
-    sender: &protocol::ReversePath,
-    sender_text: &str,
-    content: &[u8],
+    msg: &Message<'_>,
+    send_on: &mut dyn FnMut(&forward::Forward<'_>) -> Report,
 ) -> Report {
+    let (sender, sender_text, content) = (msg.sender, msg.sender_text, msg.content);
     let Some(mailbox) = mailbox else {
         return Report::new("5.1.3", "not a local recipient address");
     };
@@ -436,21 +462,59 @@ fn deliver_recipient(
         }
     }
     if !expansion.forward.is_empty() {
-        let report = Report::new(
-            "4.3.0",
-            format!(
-                "forwarding to {} is not supported by this local agent yet",
-                expansion.forward.join(", ")
-            ),
-        );
-        if worst.as_ref().is_none_or(|w| w.status.starts_with('5')) {
-            worst = Some(report);
+        let report = forward_copies(config, &expansion, msg, &address, send_on);
+        match report.status.as_bytes().first() {
+            Some(b'2') => delivered.push(report.text),
+            _ => {
+                if worst.as_ref().is_none_or(|w| w.status.starts_with('5')) {
+                    worst = Some(report);
+                }
+            }
         }
     }
     match worst {
         Some(w) => w,
         None => Report::new("2.0.0", delivered.join("; ")),
     }
+}
+
+/// Sends the message on to the addresses outside `mydestination` that `address` expanded
+/// into: one new message through cleanup, from the original sender or the list owner.
+fn forward_copies(
+    config: &Config,
+    expansion: &resolve::Expansion,
+    msg: &Message<'_>,
+    address: &str,
+    send_on: &mut dyn FnMut(&forward::Forward<'_>) -> Report,
+) -> Report {
+    let mut recipients = Vec::new();
+    for a in &expansion.forward {
+        match protocol::ForwardPath::parse(&format!("<{a}>"), msg.flags.smtputf8) {
+            Ok(p) => recipients.push(p),
+            Err(e) => {
+                return Report::new("5.1.3", format!("bad forwarding address {a:?}: {e}"));
+            }
+        }
+    }
+    let owner;
+    let sender = match &expansion.owner {
+        Some(o) => match protocol::ReversePath::parse(&format!("<{o}>"), msg.flags.smtputf8) {
+            Ok(p) => {
+                owner = p;
+                &owner
+            }
+            Err(_) => msg.sender,
+        },
+        None => msg.sender,
+    };
+    send_on(&forward::Forward {
+        sender,
+        flags: msg.flags,
+        recipients: &recipients,
+        delivered_to: address,
+        content: msg.content,
+        hostname: &config.hostname,
+    })
 }
 
 fn refused(refusal: Refusal) -> Report {

@@ -1,0 +1,326 @@
+//! Forwarding: addresses outside `mydestination` that an alias, an include list or a
+//! `.forward` names are re-submitted through cleanup as a new message, with the original
+//! sender (or the list's `owner-NAME`), as Postfix's local agent does. The queue manager
+//! then routes the new message like any other; this agent never talks SMTP.
+//!
+//! Trusts: nothing cleanup sends (decoded by `protocol`). The channel is kept for the life
+//! of the process (opened at the first forward, reopened after a failure, replaced at once
+//! when found closed before a message starts); a broken channel, or no progress within
+//! [`CLEANUP_TIMEOUT`], is a temporary failure and the channel is dropped, so cleanup
+//! discards the partial message.
+//!
+//! Decisions:
+//! - The new message is the original text with `Delivered-To: RECIPIENT` prepended (the
+//!   address being forwarded), which is what detects a loop when the copy comes back, and
+//!   a `Received: by HOST (Postern) with local forward` field cleanup puts first.
+//!   No `Return-Path:` (that belongs to final delivery).
+//! - The envelope keeps the message's flags (SMTPUTF8, BODY, RET, ENVID); the forwarded
+//!   recipients get no NOTIFY/ORCPT of their own, as in Postfix.
+//! - Cleanup's `Queued` is the forwarded addresses' success; `Failed{temporary}` or a
+//!   channel failure defers the recipient (4.3.0), a permanent failure bounces it (5.3.4).
+
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use protocol::bounded::{BoundedBytes, BoundedVec};
+use protocol::cleanup::{ReceivedHeader, CHUNK_MAX, RECIPIENTS_PER_MESSAGE};
+use protocol::queue::{ClientInfo, MailFlags, Protocol, Recipient};
+use protocol::{Channel, ChannelError, ForwardPath, FromCleanup, ReversePath, ToCleanup};
+
+use crate::deliver::Report;
+
+/// How long cleanup may take to accept a message or to answer `End` (it fsyncs a file and a
+/// directory): far more than a healthy disk needs, far less than the queue manager's patience.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// How the process obtains a channel to cleanup (the master in the daemon; a pair in tests).
+pub type Connect<'a> = dyn FnMut() -> Result<Channel, String> + 'a;
+
+/// One message to send on.
+pub struct Forward<'a> {
+    pub sender: &'a ReversePath,
+    pub flags: &'a MailFlags,
+    pub recipients: &'a [ForwardPath],
+    /// The address whose expansion this is, for `Delivered-To:`.
+    pub delivered_to: &'a str,
+    pub content: &'a [u8],
+    pub hostname: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("no channel to cleanup: {0}")]
+    Connect(String),
+    #[error("cleanup channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("cleanup channel: no progress within {0:?}")]
+    Timeout(Duration),
+    #[error("cleanup channel: {0}")]
+    Poll(nix::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The process's channel to cleanup.
+pub struct CleanupLink {
+    channel: Option<Channel>,
+    timeout: Duration,
+}
+
+impl CleanupLink {
+    pub fn new(timeout: Duration) -> CleanupLink {
+        CleanupLink {
+            channel: None,
+            timeout,
+        }
+    }
+
+    /// Hands `fwd` to cleanup and says what became of it.
+    pub fn send(&mut self, connect: &mut Connect<'_>, fwd: &Forward<'_>) -> Report {
+        let to: Vec<String> = fwd.recipients.iter().map(ToString::to_string).collect();
+        let to = to.join(", ");
+        match self.submit(connect, fwd) {
+            Ok(FromCleanup::Queued { id }) => {
+                Report::new("2.0.0", format!("forwarded to {to} as {id}"))
+            }
+            Ok(FromCleanup::Failed {
+                temporary: true,
+                detail,
+            }) => Report::new("4.3.0", format!("forwarding to {to}: cleanup: {detail}")),
+            Ok(FromCleanup::Failed {
+                temporary: false,
+                detail,
+            }) => Report::new("5.3.4", format!("forwarding to {to}: cleanup: {detail}")),
+            Err(e) => {
+                self.channel = None;
+                Report::new("4.3.0", format!("forwarding to {to}: {e}"))
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        connect: &mut Connect<'_>,
+        fwd: &Forward<'_>,
+    ) -> Result<FromCleanup, LinkError> {
+        let date = daemon::date::rfc5322(std::time::SystemTime::now());
+        let received = ReceivedHeader::new(&format!(
+            "Received: by {} (Postern) with local forward;\r\n\t{date}",
+            fwd.hostname
+        ))
+        .map_err(|e| LinkError::Invalid(format!("Received: header: {e}")))?;
+        let begin = ToCleanup::Begin {
+            sender: fwd.sender.clone(),
+            flags: fwd.flags.clone(),
+            client: ClientInfo {
+                name: None,
+                address: None,
+                helo: None,
+                protocol: Protocol::Local,
+            },
+            received,
+        };
+        let reused = self.channel.is_some();
+        if !reused {
+            self.open(connect)?;
+        }
+        match self.put(&begin) {
+            // Its cleanup process ended since the last message: nothing was handed over yet.
+            Err(LinkError::Channel(ChannelError::PeerClosed)) if reused => {
+                self.open(connect)?;
+                self.put(&begin)?;
+            }
+            other => other?,
+        }
+        let recipients: Vec<Recipient> = fwd
+            .recipients
+            .iter()
+            .map(|path| Recipient {
+                path: path.clone(),
+                notify: None,
+                orcpt: None,
+            })
+            .collect();
+        for group in recipients.chunks(RECIPIENTS_PER_MESSAGE) {
+            let list = BoundedVec::try_from(group.to_vec())
+                .map_err(|e| LinkError::Invalid(e.to_string()))?;
+            self.put(&ToCleanup::Recipients(list))?;
+        }
+        let head = format!("Delivered-To: {}\r\n", fwd.delivered_to);
+        for piece in head
+            .as_bytes()
+            .chunks(CHUNK_MAX)
+            .chain(fwd.content.chunks(CHUNK_MAX))
+        {
+            let bytes = BoundedBytes::try_from(piece.to_vec())
+                .map_err(|e| LinkError::Invalid(e.to_string()))?;
+            self.put(&ToCleanup::Content(bytes))?;
+        }
+        self.put(&ToCleanup::End)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            self.wait(PollFlags::POLLIN, deadline)?;
+            match self.channel()?.recv::<FromCleanup>() {
+                Ok(r) => return Ok(r.msg),
+                Err(ChannelError::WouldBlock) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn open(&mut self, connect: &mut Connect<'_>) -> Result<(), LinkError> {
+        let channel = connect().map_err(LinkError::Connect)?;
+        // Non-blocking, so a cleanup that stops reading cannot hold this process forever.
+        channel.set_nonblocking(true)?;
+        self.channel = Some(channel);
+        Ok(())
+    }
+
+    fn channel(&self) -> Result<&Channel, LinkError> {
+        self.channel
+            .as_ref()
+            .ok_or(LinkError::Channel(ChannelError::PeerClosed))
+    }
+
+    fn wait(&self, flags: PollFlags, deadline: Instant) -> Result<(), LinkError> {
+        let channel = self.channel()?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(channel.as_fd(), flags)];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => return Err(LinkError::Timeout(self.timeout)),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(LinkError::Poll(e)),
+            }
+        }
+    }
+
+    fn put(&self, msg: &ToCleanup) -> Result<(), LinkError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.channel()?.send(msg, &[]) {
+                Ok(()) => return Ok(()),
+                Err(ChannelError::WouldBlock) => self.wait(PollFlags::POLLOUT, deadline)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_cleanup(channel: Channel, answer: FromCleanup) -> Vec<ToCleanup> {
+        let mut seen = Vec::new();
+        loop {
+            let msg = match channel.recv::<ToCleanup>() {
+                Ok(r) => r.msg,
+                Err(_) => return seen,
+            };
+            let end = msg == ToCleanup::End;
+            seen.push(msg);
+            if end {
+                channel.send(&answer, &[]).unwrap();
+            }
+        }
+    }
+
+    fn path(s: &str) -> ForwardPath {
+        ForwardPath::parse(s, true).unwrap()
+    }
+
+    #[test]
+    fn a_forward_is_one_message_with_the_original_sender_and_delivered_to() {
+        let (ours, theirs) = Channel::pair().unwrap();
+        let id: protocol::QueueId = "06617F51E53C0A010C1401".parse().unwrap();
+        let server = std::thread::spawn(move || fake_cleanup(theirs, FromCleanup::Queued { id }));
+        let mut given = Some(ours);
+        let mut connect = || given.take().ok_or_else(|| "second connect".to_owned());
+        let sender = ReversePath::parse("<s@example.org>", true).unwrap();
+        let flags = MailFlags {
+            smtputf8: true,
+            ..MailFlags::default()
+        };
+        let to = [path("<a@elsewhere.example>"), path("<b@elsewhere.example>")];
+        let mut link = CleanupLink::new(Duration::from_secs(5));
+        let report = link.send(
+            &mut connect,
+            &Forward {
+                sender: &sender,
+                flags: &flags,
+                recipients: &to,
+                delivered_to: "list@localhost",
+                content: b"Subject: x\r\n\r\nbody\r\n",
+                hostname: "mx.example.test",
+            },
+        );
+        assert_eq!(report.status, "2.0.0", "{report:?}");
+        assert!(report.text.contains(&id.to_string()), "{report:?}");
+        drop(link);
+        let seen = server.join().unwrap();
+        let ToCleanup::Begin {
+            sender: s,
+            flags: f,
+            received,
+            ..
+        } = &seen[0]
+        else {
+            panic!("{seen:?}");
+        };
+        assert_eq!(s, &sender);
+        assert!(f.smtputf8);
+        assert!(received.as_str().contains("with local forward"));
+        let ToCleanup::Recipients(list) = &seen[1] else {
+            panic!("{seen:?}");
+        };
+        assert_eq!(list.as_slice().len(), 2);
+        let text: Vec<u8> = seen
+            .iter()
+            .filter_map(|m| match m {
+                ToCleanup::Content(b) => Some(b.as_bytes().to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(
+            text,
+            b"Delivered-To: list@localhost\r\nSubject: x\r\n\r\nbody\r\n"
+        );
+        assert_eq!(seen.last(), Some(&ToCleanup::End));
+    }
+
+    #[test]
+    fn cleanup_failures_and_a_missing_cleanup_become_deferrals_or_bounces() {
+        let sender = ReversePath::Null;
+        let flags = MailFlags::default();
+        let to = [path("<a@elsewhere.example>")];
+        let fwd = Forward {
+            sender: &sender,
+            flags: &flags,
+            recipients: &to,
+            delivered_to: "u@localhost",
+            content: b"x\r\n",
+            hostname: "h",
+        };
+        for (temporary, status) in [(true, "4.3.0"), (false, "5.3.4")] {
+            let (ours, theirs) = Channel::pair().unwrap();
+            let detail = protocol::control::Detail::try_from("no".to_owned()).unwrap();
+            let server = std::thread::spawn(move || {
+                fake_cleanup(theirs, FromCleanup::Failed { temporary, detail })
+            });
+            let mut given = Some(ours);
+            let mut connect = || given.take().ok_or_else(|| "second connect".to_owned());
+            let report = CleanupLink::new(Duration::from_secs(5)).send(&mut connect, &fwd);
+            assert_eq!(report.status, status, "{report:?}");
+            server.join().unwrap();
+        }
+        let mut refused = || Err("service cleanup is not in master.cf".to_owned());
+        let report = CleanupLink::new(Duration::from_secs(5)).send(&mut refused, &fwd);
+        assert_eq!(report.status, "4.3.0", "{report:?}");
+        assert!(report.text.contains("not in master.cf"), "{report:?}");
+    }
+}
