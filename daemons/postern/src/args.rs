@@ -30,6 +30,12 @@ Commands:
                          create a self-contained instance in CONFIG_DIR
   conf [-n] [NAME...]    print parameters of the effective main.cf (-n: only those set in the file)
   queue list [--json]    list the messages in the queue, as Postfix's mailq (--json: as postqueue -j)
+  map check [--aliases] TABLE...
+                         check lookup tables (type:name or a path) and report errors with file and
+                         line; tables named in alias_maps or alias_database (or --aliases) are
+                         read as aliases(5) files
+  newaliases             check every table of alias_maps (Postern reads the text files themselves;
+                         there is nothing to rebuild)
   help                   print this text
 
 Options:
@@ -58,6 +64,13 @@ pub enum Command {
     QueueList {
         json: bool,
     },
+    /// Check lookup tables; `aliases` reads every one as an aliases(5) file.
+    MapCheck {
+        aliases: bool,
+        tables: Vec<String>,
+    },
+    /// Check the tables of `alias_maps`.
+    Newaliases,
     Help,
     /// Internal: apply the sandbox of `role` in this process and report what the probes saw.
     Probe {
@@ -103,6 +116,12 @@ pub enum UsageError {
     MissingQueueCommand,
     #[error("unknown queue subcommand `{0}` (known: list)")]
     UnknownQueueCommand(String),
+    #[error("`map` needs a subcommand: check TABLE...")]
+    MissingMapCommand,
+    #[error("unknown map subcommand `{0}` (known: check)")]
+    UnknownMapCommand(String),
+    #[error("`map check` needs at least one table")]
+    MissingTable,
 }
 
 /// Parses the arguments after the program name.
@@ -145,6 +164,8 @@ where
         "help" | "--help" | "-h" => no_arguments("help", rest, Command::Help)?,
         "init" => parse_init(rest)?,
         "queue" => parse_queue(rest)?,
+        "map" => parse_map(rest)?,
+        "newaliases" => no_arguments("newaliases", rest, Command::Newaliases)?,
         "conf" => {
             let mut explicit_only = false;
             let mut names = Vec::new();
@@ -223,6 +244,29 @@ fn parse_init(rest: Vec<String>) -> Result<Command, UsageError> {
     Ok(Command::Init { port, force })
 }
 
+fn parse_map(rest: Vec<String>) -> Result<Command, UsageError> {
+    let mut rest = rest.into_iter();
+    let sub = rest.next().ok_or(UsageError::MissingMapCommand)?;
+    if sub != "check" {
+        return Err(UsageError::UnknownMapCommand(sub));
+    }
+    let mut aliases = false;
+    let mut tables = Vec::new();
+    for arg in rest {
+        if arg == "--aliases" || arg == "-a" {
+            aliases = true;
+        } else if arg.starts_with('-') {
+            return Err(not_an_option("map check", arg));
+        } else {
+            tables.push(arg);
+        }
+    }
+    if tables.is_empty() {
+        return Err(UsageError::MissingTable);
+    }
+    Ok(Command::MapCheck { aliases, tables })
+}
+
 fn parse_queue(rest: Vec<String>) -> Result<Command, UsageError> {
     let mut rest = rest.into_iter();
     let sub = rest.next().ok_or(UsageError::MissingQueueCommand)?;
@@ -287,6 +331,24 @@ mod tests {
     #[test]
     fn queue_list() {
         assert_eq!(command("queue list"), Command::QueueList { json: false });
+        assert_eq!(
+            command("map check hash:/etc/aliases --aliases /x"),
+            Command::MapCheck {
+                aliases: true,
+                tables: vec!["hash:/etc/aliases".to_owned(), "/x".to_owned()]
+            }
+        );
+        assert_eq!(parse_str("map").unwrap_err(), UsageError::MissingMapCommand);
+        assert_eq!(
+            parse_str("map check").unwrap_err(),
+            UsageError::MissingTable
+        );
+        assert_eq!(
+            parse_str("map query x").unwrap_err(),
+            UsageError::UnknownMapCommand("query".to_owned())
+        );
+        assert_eq!(command("newaliases"), Command::Newaliases);
+        assert!(parse_str("newaliases x").is_err());
         assert_eq!(
             command("queue list --json"),
             Command::QueueList { json: true }

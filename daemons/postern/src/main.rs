@@ -18,6 +18,7 @@ mod control;
 mod init;
 mod instance;
 mod layout;
+mod map;
 mod probe;
 mod queue;
 
@@ -117,7 +118,30 @@ fn run(config_dir: &Path, command: Command, out: &mut dyn Write) -> anyhow::Resu
         Command::Reload => reload(config_dir),
         Command::Status => status(config_dir, out),
         Command::QueueList { json } => queue_list(config_dir, json, out),
+        Command::MapCheck { aliases, tables } => {
+            let instance = Instance::load(config_dir)?;
+            report_map(map::check(instance.main(), &tables, aliases), out)
+        }
+        Command::Newaliases => {
+            let instance = Instance::load(config_dir)?;
+            report_map(map::newaliases(instance.main())?, out)
+        }
     }
+}
+
+/// Prints what a table check found: each good table on stdout, warnings and errors on stderr;
+/// exit status 1 when there is an error.
+fn report_map(f: map::Findings, out: &mut dyn Write) -> anyhow::Result<u8> {
+    for line in &f.checked {
+        writeln!(out, "postern: {line}")?;
+    }
+    for w in &f.warnings {
+        eprintln!("postern: warning: {w}");
+    }
+    for e in &f.errors {
+        eprintln!("postern: error: {e}");
+    }
+    Ok(u8::from(!f.errors.is_empty()))
 }
 
 /// Tells the terminal what the master says in its log: a non-root start runs every daemon under
