@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --reuse) reuse=1; shift ;;
     --no-build) build=0; shift ;;
     --results) results="${2:-}"; shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "intake: unknown argument $1" >&2; exit 2 ;;
     esac
 done
