@@ -15,6 +15,9 @@
 //!   of the mail flow is not raced by the next: the intake tests leave `qmgr` out, and the files
 //!   they check stay in `incoming/`. A name that is not a service of the written master.cf is a
 //!   mistake of the test and panics.
+//! - `queue_files` leaves out a live cleanup's spare (see [`is_live_spare`]): cleanup keeps one
+//!   empty, locked, incomplete file ready in `incoming/` for its next message, which is not mail.
+//!   A dead cleanup's spare (its lock is free) is listed, as any file a dead writer left.
 //! - The scratch directory is mode 0755 under the temporary directory: as root the daemons run under
 //!   their own numeric uids and must traverse it; as an unprivileged user everything runs under
 //!   that user. A failed test (the thread is panicking when the instance is dropped) keeps the
@@ -219,12 +222,14 @@ impl Instance {
         self.dir.join("spool")
     }
 
-    /// Every file in the mail queues (incoming, active, deferred, hold), sorted.
+    /// Every file in the mail queues (incoming, active, deferred, hold), sorted, but live
+    /// cleanups' spares.
     pub fn queue_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for queue in MAIL_QUEUES {
             collect_files(&self.queue_dir().join(queue), &mut files);
         }
+        files.retain(|f| !is_live_spare(f));
         files.sort();
         files
     }
@@ -335,6 +340,30 @@ fn comment_out_services<'a>(text: &str, services: &[&'a str]) -> (String, Vec<&'
         out.push_str(line);
     }
     (out, found)
+}
+
+/// Whether `path` is a live cleanup's spare queue file: a file directly in `incoming/`, empty,
+/// without the owner-execute bit of a complete file, whose `flock` another process holds. The
+/// lock is tried without waiting and released at once.
+pub fn is_live_spare(path: &Path) -> bool {
+    let in_incoming = path
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "incoming");
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !in_incoming || !meta.is_file() || meta.len() != 0 || meta.permissions().mode() & 0o100 != 0
+    {
+        return false;
+    }
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -54,11 +54,15 @@ fn run() -> anyhow::Result<()> {
         "swept the incoming queue"
     );
     let mut cleanup = Cleanup::new(config, spool);
+    // After the sweep, which would see it as a live writer's file anyway.
+    cleanup.prepare_spare();
     let mut qmgr = Qmgr::NotConnected;
     let ended = d.serve_unix(|d, from, channel| {
         cleanup.serve(&channel, from.as_str(), &mut || qmgr.wake(d))
     })?;
     tracing::debug!(?ended, "serve loop ended");
+    // Removes the unused spare; an early return through `?` drops it too.
+    drop(cleanup);
     Ok(())
 }
 

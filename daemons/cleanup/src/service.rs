@@ -21,6 +21,16 @@
 //! - `message_size_limit` counts the content octets the sender handed over (the Received:
 //!   header and added fields are not the client's), as smtpd counts them; 0 means no limit.
 //! - The arrival time is when `Begin` arrived; the added `Date:` shows it.
+//! - A spare queue file (see [`crate::spool`]) is kept ready so that the directory fsync is
+//!   off a message's critical path: made at start-up (after the sweep, [`Cleanup::prepare_spare`]),
+//!   again after each message has been answered (`Queued` or `Failed`) or aborted, while the
+//!   sender and its client move on to the next transaction (never between `End` and its
+//!   answer), and when a channel ends without one. A message is written into the spare
+//!   (its queue id is the spare's) and committed with the file's fsync alone. Without a spare
+//!   (its creation failed; logged) the message's file is created as before and committed with
+//!   both fsyncs. The unused spare is removed when the `Cleanup` is dropped (the serve loop
+//!   ended: channel closed and process exiting, `max_use`, `max_idle`, stop, or a fatal error);
+//!   a killed cleanup's spare is an incomplete file whose lock died with it, for the next sweep.
 //! - Recipients beyond the queue file's bound ([`MAX_RECIPIENTS`]) are a protocol error:
 //!   smtpd enforces a far lower `smtpd_recipient_limit`.
 
@@ -37,7 +47,7 @@ use protocol::queue::{
 use protocol::{Channel, Message, QueueId, ReversePath};
 
 use crate::header::{Additions, HeaderScanner};
-use crate::spool::{NewFile, Spool};
+use crate::spool::{NewFile, Spool, SpoolError};
 
 /// Queue ids tried for one message before giving up: a collision needs two writers with the
 /// same pid and counter in one microsecond, so a second try succeeds unless something is wrong.
@@ -115,25 +125,73 @@ enum State {
     Failed(Failure),
 }
 
-/// The cleanup service: its settings, the spool and the queue id counter.
+/// The cleanup service: its settings, the spool, the queue id counter and the spare file.
 pub struct Cleanup {
     config: Config,
     spool: Spool,
     counter: u32,
+    /// The next message's file, its name already durable; `None` until made, after a message
+    /// took it, or when making it failed.
+    spare: Option<NewFile>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            tracing::debug!(queue_id = %spare.id(), "removing the unused spare queue file");
+            self.spool.discard(spare);
+        }
+    }
 }
 
 impl Cleanup {
+    /// A cleanup without a spare: [`Cleanup::prepare_spare`] makes one.
     pub fn new(config: Config, spool: Spool) -> Cleanup {
         Cleanup {
             config,
             spool,
             counter: 0,
+            spare: None,
         }
+    }
+
+    /// Makes a spare queue file unless one is ready. A failure is logged and leaves none: the
+    /// next message then creates its file itself, and the next call tries again.
+    pub fn prepare_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        match self.create_file(|spool, id| spool.create_spare(id)) {
+            Ok(file) => self.spare = Some(file),
+            // The cause is logged as the failure is made.
+            Err(e) => tracing::info!(
+                "no spare queue file ({}); the next message creates its own",
+                e.detail
+            ),
+        }
+    }
+
+    /// The queue id of the spare, if one is ready.
+    #[cfg(test)]
+    pub fn spare_id(&self) -> Option<QueueId> {
+        self.spare.as_ref().map(NewFile::id)
     }
 
     /// Serves `channel` until its sender closes it (`Ok`) or breaks the protocol. `peer` names
     /// the channel's sender in log lines; `wake` is called after each message is queued.
     pub fn serve(
+        &mut self,
+        channel: &Channel,
+        peer: &str,
+        wake: &mut dyn FnMut(),
+    ) -> Result<(), ChannelEnd> {
+        let ended = self.serve_messages(channel, peer, wake);
+        // A message cut off by the channel's end may have taken the spare.
+        self.prepare_spare();
+        ended
+    }
+
+    fn serve_messages(
         &mut self,
         channel: &Channel,
         peer: &str,
@@ -178,6 +236,11 @@ impl Cleanup {
                         if queued {
                             wake();
                         }
+                    }
+                    // Off the critical path: the answer (if any) is out, and a message that
+                    // took the spare has ended (answered or aborted).
+                    if matches!(next, State::Idle) {
+                        self.prepare_spare();
                     }
                     next
                 }
@@ -284,6 +347,26 @@ impl Cleanup {
         })
     }
 
+    /// Creates a queue file with `create` under a new queue id, trying another id after a
+    /// collision or a sweep that took the file before it was locked.
+    fn create_file(
+        &mut self,
+        create: impl Fn(&Spool, QueueId) -> Result<NewFile, SpoolError>,
+    ) -> Result<NewFile, Failure> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let id = self.next_id()?;
+            match create(&self.spool, id) {
+                Ok(file) => return Ok(file),
+                Err(e) if e.retry_with_new_id() && attempt < CREATE_ATTEMPTS => {
+                    tracing::debug!("{e}; trying another queue id");
+                }
+                Err(e) => return Err(io_failure(&e)),
+            }
+        }
+    }
+
     /// Creates the queue file and writes the envelope and the Received: header.
     fn open(&mut self, draft: Draft) -> State {
         match self.try_open(draft) {
@@ -293,17 +376,9 @@ impl Cleanup {
     }
 
     fn try_open(&mut self, draft: Draft) -> Result<Writing, Failure> {
-        let mut attempt = 0;
-        let file = loop {
-            attempt += 1;
-            let id = self.next_id()?;
-            match self.spool.create(id) {
-                Ok(file) => break file,
-                Err(e) if e.retry_with_new_id() && attempt < CREATE_ATTEMPTS => {
-                    tracing::debug!("{e}; trying another queue id");
-                }
-                Err(e) => return Err(io_failure(&e)),
-            }
+        let file = match self.spare.take() {
+            Some(file) => file,
+            None => self.create_file(Spool::create)?,
         };
         let id = file.id();
         let nrcpt = draft.recipients.len();

@@ -12,6 +12,18 @@
 //! taken has a dead writer. A sweeper may take the lock between a writer's `open` and its
 //! `flock`, so the writer checks after locking that the file still has a name (`st_nlink > 0`)
 //! and otherwise starts again under a new id.
+//!
+//! The spare ([`Spool::create_spare`]): a file created, locked and then named durably (the
+//! directory fsync'd) before any message needs it, so that a message written into it needs only
+//! the file's own fsync before it is acknowledged. Until a message is written into it, a spare
+//! is an empty incomplete file like any other being written: locked while its cleanup lives,
+//! swept once it is dead, never listed or delivered. [`Spool::commit`] fsyncs the directory only
+//! for a file whose name is not yet durable (one made without a spare).
+//!
+//! Queue ids are the creation times of their files (with the writer's pid and counter). A file
+//! made as a spare gets its message later, so its id may precede the message's arrival (the
+//! envelope's arrival time) by as long as the cleanup was idle; ids stay unique and sort by
+//! creation, not by arrival.
 
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
@@ -104,6 +116,9 @@ pub struct Spool {
 pub struct NewFile {
     id: QueueId,
     file: Rc<Flock<File>>,
+    /// Whether its directory entry is already durable (a spare): then a commit needs only the
+    /// file's fsync.
+    name_durable: bool,
 }
 
 impl Write for NewFile {
@@ -181,10 +196,32 @@ impl Spool {
         Ok(NewFile {
             id,
             file: Rc::new(file),
+            name_durable: false,
         })
     }
 
-    /// Marks `file` (its end marker written) complete and makes it and its name durable.
+    /// Creates and locks the queue file `id` as a spare: empty, mode 0600, its name made durable
+    /// now (the directory fsync'd), so that committing it later needs only the file's fsync. On
+    /// failure nothing is left.
+    pub fn create_spare(&self, id: QueueId) -> Result<NewFile, SpoolError> {
+        let mut file = self.create(id)?;
+        if let Err(e) = self.sync_dir() {
+            self.discard(file);
+            return Err(e);
+        }
+        file.name_durable = true;
+        Ok(file)
+    }
+
+    fn sync_dir(&self) -> Result<(), SpoolError> {
+        self.dir.sync_all().map_err(|source| SpoolError::SyncDir {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Marks `file` (its end marker written) complete and makes it and its name durable: the
+    /// file's fsync, then the directory's unless the name already is (a spare).
     pub fn commit(&self, file: NewFile) -> Result<QueueId, SpoolError> {
         let id = file.id;
         let fail = |what| move |source| SpoolError::Commit { what, id, source };
@@ -192,10 +229,9 @@ impl Spool {
             .set_permissions(Permissions::from_mode(MODE_COMPLETE))
             .map_err(fail("mark complete"))?;
         file.file.sync_all().map_err(fail("fsync"))?;
-        self.dir.sync_all().map_err(|source| SpoolError::SyncDir {
-            path: self.path.clone(),
-            source,
-        })?;
+        if !file.name_durable {
+            self.sync_dir()?;
+        }
         Ok(id)
     }
 
@@ -370,6 +406,33 @@ mod tests {
         assert!(dir.join(&done_name).exists());
         assert!(dir.join("README").exists());
         drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_spare_is_a_live_writers_file_until_its_writer_dies() {
+        let dir = temp_dir("spare");
+        let spool = Spool::open(&dir).unwrap();
+        let sweeper = Spool::open(&dir).unwrap();
+        let spare = spool.create_spare(id(30)).unwrap();
+        let name = spare.id().to_string();
+        let meta = std::fs::metadata(dir.join(&name)).unwrap();
+        assert_eq!((meta.len(), meta.mode() & 0o777), (0, MODE_WRITING));
+        assert_eq!(sweeper.sweep().unwrap().in_progress, 1);
+        // Its writer gone (the lock released with the last descriptor), the sweep removes it.
+        drop(spare);
+        assert_eq!(sweeper.sweep().unwrap().removed, vec![name]);
+        // Committed, a spare is complete like any other file.
+        let mut spare = spool.create_spare(id(31)).unwrap();
+        spare.write_all(b"x").unwrap();
+        let done = spool.commit(spare).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join(done.to_string()))
+                .unwrap()
+                .mode()
+                & 0o777,
+            MODE_COMPLETE
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

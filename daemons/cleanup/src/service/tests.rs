@@ -34,28 +34,63 @@ fn config(message_size_limit: u64) -> Config {
     }
 }
 
-/// A cleanup serving one channel in a thread; `wakes` counts its qmgr wake-ups.
+/// How a served channel ended, seen from inside the cleanup's thread.
+struct Ended {
+    result: Result<(), ChannelEnd>,
+    /// The spare when the channel had been served, before the `Cleanup` was dropped.
+    spare: Option<QueueId>,
+    /// The directory's names at that moment.
+    names: Vec<String>,
+}
+
+/// A cleanup serving one channel in a thread, as `main` starts it (a spare prepared, then the
+/// channel served); `wakes` counts its qmgr wake-ups, `first_spare` is the spare it prepared.
 struct Served {
     client: Channel,
-    handle: JoinHandle<Result<(), ChannelEnd>>,
+    handle: JoinHandle<Ended>,
     wakes: Arc<AtomicUsize>,
+    first_spare: Option<QueueId>,
+    /// Released to let the thread serve after it has prepared its spare.
+    go: std::sync::mpsc::Sender<()>,
 }
 
 fn serve(dir: &Path, config: Config) -> Served {
+    let s = serve_paused(dir, config);
+    s.go.send(()).unwrap();
+    s
+}
+
+/// Like [`serve`], but the thread waits after preparing its spare until `go` is sent.
+fn serve_paused(dir: &Path, config: Config) -> Served {
     let (client, server) = Channel::pair().unwrap();
     let spool = Spool::open(dir).unwrap();
+    let dir = dir.to_owned();
     let wakes = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&wakes);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         let mut cleanup = Cleanup::new(config, spool);
-        cleanup.serve(&server, "smtpd", &mut || {
+        cleanup.prepare_spare();
+        spare_tx.send(cleanup.spare_id()).unwrap();
+        go_rx.recv().unwrap();
+        let result = cleanup.serve(&server, "smtpd", &mut || {
             counted.fetch_add(1, Ordering::SeqCst);
-        })
+        });
+        let ended = Ended {
+            result,
+            spare: cleanup.spare_id(),
+            names: names(&dir),
+        };
+        drop(cleanup);
+        ended
     });
     Served {
         client,
         handle,
         wakes,
+        first_spare: spare_rx.recv().unwrap(),
+        go,
     }
 }
 
@@ -68,11 +103,17 @@ impl Served {
         self.client.recv::<FromCleanup>().unwrap().msg
     }
 
-    /// Closes the client end and returns how the handler ended.
+    /// Closes the client end and returns how the handler ended and its wake-ups.
     fn close(self) -> (Result<(), ChannelEnd>, usize) {
+        let (ended, wakes) = self.close_and_look();
+        (ended.result, wakes)
+    }
+
+    /// Closes the client end; returns what the thread saw before dropping its `Cleanup`.
+    fn close_and_look(self) -> (Ended, usize) {
         drop(self.client);
-        let result = self.handle.join().unwrap();
-        (result, self.wakes.load(Ordering::SeqCst))
+        let ended = self.handle.join().unwrap();
+        (ended, self.wakes.load(Ordering::SeqCst))
     }
 
     /// The handler ended on its own (a protocol error): the client sees the channel closed.
@@ -81,8 +122,34 @@ impl Served {
             self.client.recv::<FromCleanup>(),
             Err(ChannelError::PeerClosed)
         ));
-        self.handle.join().unwrap().unwrap_err()
+        self.handle.join().unwrap().result.unwrap_err()
     }
+}
+
+/// Checks what a channel's end left: the spare and exactly the files of `queued` while the
+/// `Cleanup` lived, and, once it was dropped, the files of `queued` alone.
+fn assert_left(dir: &Path, ended: &Ended, queued: &[QueueId]) {
+    let mut want: Vec<String> = queued.iter().map(ToString::to_string).collect();
+    want.sort();
+    assert_eq!(names(dir), want, "after the Cleanup was dropped");
+    let spare = ended.spare.expect("a spare when the channel ended");
+    assert!(!queued.contains(&spare));
+    want.push(spare.to_string());
+    want.sort();
+    assert_eq!(ended.names, want, "when the channel ended");
+}
+
+/// The names in `dir` that are not spares (or files just being created): not empty files of
+/// mode 0600. For checks while the cleanup runs and may be making its next spare.
+fn mail_names(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| {
+            // A file removed since the listing is not there.
+            std::fs::metadata(dir.join(n))
+                .is_ok_and(|meta| !(meta.len() == 0 && meta.mode() & 0o777 == 0o600))
+        })
+        .collect()
 }
 
 fn mailbox(s: &str) -> Mailbox {
@@ -194,6 +261,11 @@ fn a_message_round_trips_and_the_channel_serves_the_next() {
     s.send(content(b"line 2\r\n"));
     s.send(ToCleanup::End);
     let first = queued(s.answer());
+    assert_eq!(
+        Some(first),
+        s.first_spare,
+        "the message is written into the spare"
+    );
 
     let (file, text) = read_back(&dir, first);
     let env = file.envelope();
@@ -238,10 +310,10 @@ fn a_message_round_trips_and_the_channel_serves_the_next() {
         "MESSAGE-ID: <own@example.org>\r\ndate:\r\n Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nbody\r\n"
     ));
 
-    let (result, wakes) = s.close();
-    result.unwrap();
+    let (ended, wakes) = s.close_and_look();
+    ended.result.as_ref().unwrap();
     assert_eq!(wakes, 2);
-    assert_eq!(names(&dir).len(), 2);
+    assert_left(&dir, &ended, &[first, second]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -289,12 +361,15 @@ fn over_the_size_limit_is_a_permanent_failure_and_nothing_stays() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(names(&dir), Vec::<String>::new());
+    assert_eq!(mail_names(&dir), Vec::<String>::new());
     // Exactly at the limit is fine.
     send_message(&s, &[b'y'; 1000]);
-    queued(s.answer());
-    assert_eq!(names(&dir).len(), 1);
-    assert!(s.close().0.is_ok());
+    let id = queued(s.answer());
+    assert_eq!(mail_names(&dir), vec![id.to_string()]);
+    // Nothing but the queued file and the next spare.
+    let (ended, _) = s.close_and_look();
+    assert!(ended.result.is_ok());
+    assert_left(&dir, &ended, &[id]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -314,10 +389,11 @@ fn abort_discards_the_message_in_progress() {
     // No answer came for any of that: the next answer is the next message's.
     send_message(&s, b"Subject: kept\r\n\r\n");
     let id = queued(s.answer());
-    assert_eq!(names(&dir), vec![id.to_string()]);
-    let (result, wakes) = s.close();
-    assert!(result.is_ok());
+    assert_eq!(mail_names(&dir), vec![id.to_string()]);
+    let (ended, wakes) = s.close_and_look();
+    assert!(ended.result.is_ok());
     assert_eq!(wakes, 1);
+    assert_left(&dir, &ended, &[id]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -325,13 +401,17 @@ fn abort_discards_the_message_in_progress() {
 fn a_channel_closed_mid_message_leaves_nothing() {
     let dir = temp_dir("closed");
     let s = serve(&dir, config(0));
+    let s_first_spare = s.first_spare;
+    assert!(s_first_spare.is_some());
     s.send(begin(Some("sender@example.org")));
     s.send(recipients(&["a@example.test"]));
     s.send(content(b"Subject: x\r\n\r\npartial"));
-    let (result, wakes) = s.close();
-    assert!(result.is_ok());
+    let (ended, wakes) = s.close_and_look();
+    assert!(ended.result.is_ok());
     assert_eq!(wakes, 0);
-    assert_eq!(names(&dir), Vec::<String>::new());
+    // The message's file (the first spare) is gone; a new spare was made as the channel ended.
+    assert_left(&dir, &ended, &[]);
+    assert_ne!(ended.spare, s_first_spare);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -486,15 +566,140 @@ fn a_write_failure_is_temporary_leaves_nothing_and_the_channel_goes_on() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(names(&spool.dir), Vec::<String>::new());
+    assert_eq!(mail_names(&spool.dir), Vec::<String>::new());
     // The process keeps serving: a small message fits the tmpfs (when root).
+    let mut ids = Vec::new();
     if spool.mounted {
         send_message(&s, b"Subject: small\r\n\r\nok\r\n");
         let id = queued(s.answer());
-        assert_eq!(names(&spool.dir), vec![id.to_string()]);
-        std::fs::remove_file(spool.dir.join(id.to_string())).unwrap();
+        assert_eq!(mail_names(&spool.dir), vec![id.to_string()]);
+        ids.push(id);
     }
-    assert!(s.close().0.is_ok());
+    let (ended, _) = s.close_and_look();
+    assert!(ended.result.is_ok());
+    if spool.mounted {
+        // The failed message's file is gone; the queued one and the spare after it remain.
+        assert_left(&spool.dir, &ended, &ids);
+    } else {
+        // No file could be made at all.
+        assert_eq!(ended.spare, None);
+        assert_eq!(ended.names, Vec::<String>::new());
+    }
+}
+
+/// Whether a file's id was made before its message arrived, that is, as a spare: a message
+/// without one gets its file after `Begin`, so its id is later than its arrival.
+fn made_before_arrival(dir: &Path, id: QueueId) -> bool {
+    let (file, _) = read_back(dir, id);
+    id.created() <= file.envelope().arrival.to_system_time()
+}
+
+#[test]
+fn each_message_takes_the_spare_made_after_the_previous_answer() {
+    let dir = temp_dir("spare");
+    let s = serve(&dir, config(1000));
+    // At start-up: one spare, empty, incomplete.
+    let first = s.first_spare.unwrap();
+    assert_eq!(names(&dir), vec![first.to_string()]);
+    let meta = std::fs::metadata(dir.join(first.to_string())).unwrap();
+    assert_eq!((meta.len(), meta.mode() & 0o777), (0, 0o600));
+
+    send_message(&s, b"Subject: one\r\n\r\n");
+    let one = queued(s.answer());
+    assert_eq!(one, first);
+    // The next spare was made after the answer, before the next message arrived.
+    send_message(&s, b"Subject: two\r\n\r\n");
+    let two = queued(s.answer());
+    assert_ne!(two, one);
+    assert!(made_before_arrival(&dir, two));
+    // A failed message (over the size limit) took the spare and removed it; the next message
+    // has a spare again.
+    send_message(&s, &[b'x'; 2000]);
+    assert!(matches!(
+        s.answer(),
+        FromCleanup::Failed {
+            temporary: false,
+            ..
+        }
+    ));
+    send_message(&s, b"Subject: three\r\n\r\n");
+    let three = queued(s.answer());
+    assert!(made_before_arrival(&dir, three));
+    assert!(one < two && two < three, "ids sort by creation");
+
+    let (ended, wakes) = s.close_and_look();
+    assert!(ended.result.is_ok());
+    assert_eq!(wakes, 3);
+    // The spare waiting when the channel ended is removed when the cleanup ends.
+    assert_left(&dir, &ended, &[one, two, three]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A directory where no file can be created until [`Blocked::unblock`]: a tmpfs with no free
+/// inode when root (remounted with more), a read-only directory otherwise.
+struct Blocked(Unwritable);
+
+impl Blocked {
+    fn new(tag: &str) -> Blocked {
+        let dir = temp_dir(tag);
+        if nix::unistd::geteuid().is_root() {
+            let status = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    "size=1m,nr_inodes=1,mode=0700",
+                    "tmpfs",
+                ])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount a tmpfs without free inodes");
+            Blocked(Unwritable { dir, mounted: true })
+        } else {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+            Blocked(Unwritable {
+                dir,
+                mounted: false,
+            })
+        }
+    }
+
+    fn unblock(&self) {
+        if self.0.mounted {
+            let status = std::process::Command::new("mount")
+                .args(["-o", "remount,nr_inodes=64"])
+                .arg(&self.0.dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "remount the tmpfs with inodes");
+        } else {
+            std::fs::set_permissions(&self.0.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn without_a_spare_a_message_creates_its_own_file() {
+    let blocked = Blocked::new("fallback");
+    let dir = blocked.0.dir.clone();
+    let s = serve_paused(&dir, config(0));
+    // The spare could not be made; now files can be created again.
+    assert_eq!(s.first_spare, None);
+    blocked.unblock();
+    s.go.send(()).unwrap();
+    send_message(&s, b"Subject: no spare\r\n\r\nbody\r\n");
+    let id = queued(s.answer());
+    assert!(!made_before_arrival(&dir, id), "created after Begin");
+    let (_, text) = read_back(&dir, id);
+    assert!(text.ends_with("\r\nbody\r\n"));
+    // After the answer a spare is made again, and the next message takes it.
+    send_message(&s, b"Subject: spare again\r\n\r\n");
+    let next = queued(s.answer());
+    assert!(made_before_arrival(&dir, next));
+    let (ended, _) = s.close_and_look();
+    assert!(ended.result.is_ok());
+    assert_left(&dir, &ended, &[id, next]);
 }
 
 #[test]
