@@ -80,11 +80,27 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # Queue files in every queue that holds mail. Both systems mark a complete file with the owner-execute
-# bit; a file without it after a run is a message the server acknowledged but did not finish.
+# bit; a file without it after a run is a message the server acknowledged but did not finish, except
+# the spare a running Postern cleanup keeps for its next message (empty, in incoming/, locked).
 queue_files() { # QUEUE_DIR complete|incomplete
-    local perm=(-perm -u+x)
-    [ "$2" = incomplete ] && perm=(! -perm -u+x)
-    find "$1/incoming" "$1/active" "$1/deferred" "$1/hold" -type f "${perm[@]}" 2>/dev/null | wc -l
+    local dirs=("$1/incoming" "$1/active" "$1/deferred" "$1/hold") f n=0
+    if [ "$2" = complete ]; then
+        find "${dirs[@]}" -type f -perm -u+x 2>/dev/null | wc -l
+        return
+    fi
+    while IFS= read -r -d '' f; do
+        live_spare "$f" || n=$((n + 1))
+    done < <(find "${dirs[@]}" -type f ! -perm -u+x -print0 2>/dev/null)
+    echo "$n"
+}
+
+# FILE: an empty file in incoming/ whose flock another process holds. The file is opened without
+# being created (flock(1) given a name would create a vanished one).
+live_spare() {
+    [ -f "$1" ] && [ ! -s "$1" ] && [ "$(basename "$(dirname "$1")")" = incoming ] || return 1
+    local held=0
+    { flock -n 9 || held=1; } 9<"$1" 2>/dev/null || return 1
+    [ "$held" = 1 ]
 }
 
 declare -A port queue label cpu
