@@ -131,6 +131,8 @@ impl Instance {
             .lines()
             .map(|l| match l.strip_prefix('#') {
                 Some(rest) if rest.starts_with(&listener) => format!("{rest}\n"),
+                // Only the test service is installed here: every other service is left out.
+                None if !l.is_empty() && !l.starts_with(&listener) => format!("#{l}\n"),
                 _ => format!("{l}\n"),
             })
             .collect();

@@ -21,7 +21,7 @@
 //!   apply to new processes; running processes and their connections are not interrupted; a
 //!   listener whose address did not change stays open. A configuration that fails to load is
 //!   logged and the running one kept.
-//! - **Status**: `$queue_directory/pid/master.status`, rewritten (by rename) whenever it changes:
+//! - **Status**: `$queue_directory/pid/master.status`, rewritten (by rename) when it changes, at most once a second:
 //!   a header line `service type processes busy limit throttled-until`, then one line per
 //!   service; `limit` is `-` for unlimited, `throttled-until` is `-` or a UTC time
 //!   `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -1,5 +1,5 @@
 //! `$queue_directory/pid/master.status`: a small text table of the services, rewritten (atomically,
-//! by rename) whenever it changes, for `postern status`.
+//! by rename) when it changes, at most once a second, for `postern status`.
 //!
 //! Format: a header line, then one line per service with white-space separated columns
 //! `service type processes busy limit throttled-until`; `limit` is `-` for unlimited and

@@ -95,6 +95,11 @@ enum Token {
     Stderr(i32),
 }
 
+/// The status file is rewritten at most this often: its busy counts change with every session, and
+/// a file written and renamed per session costs a journal commit that competes with the queue's
+/// fsyncs. A change is written at once when the last write is older, otherwise when this has passed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Master {
     cfg: Config,
     run_as: RunAs,
@@ -106,6 +111,9 @@ pub struct Master {
     stopping: Option<Instant>,
     killed_all: bool,
     status_text: String,
+    /// When the status file was last written, and when a pending change is due.
+    status_written: Option<Instant>,
+    status_due: Option<Instant>,
 }
 
 fn key_of(spec: &ServiceSpec) -> Key {
@@ -163,6 +171,8 @@ impl Master {
             stopping: None,
             killed_all: false,
             status_text: String::new(),
+            status_written: None,
+            status_due: None,
         }
     }
 
@@ -246,6 +256,9 @@ impl Master {
         let mut earlier = |t: Instant| {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
+        if let Some(due) = self.status_due {
+            earlier(due);
+        }
         for (_, d) in self.unready() {
             earlier(d);
         }
@@ -892,13 +905,25 @@ impl Master {
             })
             .collect();
         let text = status::render(&rows);
-        if text != self.status_text {
-            let dir = crate::pidfile::pid_dir(&self.cfg.queue_directory);
-            if let Err(e) = status::write(&dir, &text) {
-                tracing::warn!("cannot write {}/master.status: {e}", dir.display());
-            }
-            self.status_text = text;
+        if text == self.status_text {
+            self.status_due = None;
+            return;
         }
+        if let Some(next) = self
+            .status_written
+            .map(|at| at + STATUS_INTERVAL)
+            .filter(|next| *next > now)
+        {
+            self.status_due = Some(next);
+            return;
+        }
+        let dir = crate::pidfile::pid_dir(&self.cfg.queue_directory);
+        if let Err(e) = status::write(&dir, &text) {
+            tracing::warn!("cannot write {}/master.status: {e}", dir.display());
+        }
+        self.status_text = text;
+        self.status_written = Some(now);
+        self.status_due = None;
     }
 }
 
