@@ -41,7 +41,11 @@ pub const ACCESS_MATRIX: &[(&str, &str, &str)] = &[
     ("smtpd", "auth", "SASL authentication"),
     ("pickup", "cleanup", "a message from the maildrop"),
     ("bounce", "cleanup", "a delivery status notification"),
-    ("local", "cleanup", "a message forwarded by an alias or .forward"),
+    (
+        "local",
+        "cleanup",
+        "a message forwarded by an alias or .forward",
+    ),
     ("cleanup", "qmgr", "wake-up: a new queue file"),
     ("qmgr", "smtp", "a delivery request (queue file fd)"),
     ("qmgr", "virtual", "a delivery request (queue file fd)"),
