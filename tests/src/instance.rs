@@ -104,6 +104,9 @@ pub struct Instance {
     dir: PathBuf,
     port: u16,
     running: bool,
+    /// The master's pid as its pid file said right after start, so that `Drop` can still stop it
+    /// if the directory (and the pid file) is gone.
+    master: Option<i32>,
 }
 
 impl Instance {
@@ -161,6 +164,7 @@ impl Instance {
             dir,
             port: free_port(),
             running: false,
+            master: None,
         };
         let out = inst.postern(&["init", "--port", &inst.port.to_string()]);
         assert!(out.status.success(), "postern init failed:\n{}", show(&out));
@@ -203,6 +207,7 @@ impl Instance {
         let out = self.postern(&["start"]);
         if out.status.success() {
             self.running = true;
+            self.master = self.master_pid();
         }
         out
     }
@@ -285,7 +290,8 @@ impl Drop for Instance {
             let stopped = self.postern(&["stop"]).status.success();
             if !stopped {
                 // The last resort: never leave a master (and its daemons) behind a test.
-                if let Some(pid) = self.master_pid().filter(|&p| is_master(p)) {
+                let pid = self.master_pid().or(self.master);
+                if let Some(pid) = pid.filter(|&p| is_master(p)) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
