@@ -23,13 +23,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::time::SystemTime;
 
+use daemon::cleanup_client::{CleanupLink, Connect};
 use protocol::control::{Detail, MAX_DETAIL_LEN};
 use protocol::delivery::{FromBounce, ToBounce};
 use protocol::queue::{self, QueueFile, QueueFileError, QueueLimits};
 use protocol::{Channel, ChannelError, FromCleanup};
 
 use crate::config::Config;
-use crate::inject::{CleanupLink, Connect, CLEANUP_TIMEOUT};
+use crate::inject::{inject, CLEANUP_TIMEOUT};
 use crate::report::{self, Notice, Return, MAX_RETURNED_HEADERS};
 
 /// Why a channel was closed before its sender closed it.
@@ -170,7 +171,7 @@ impl Bounce {
             Ok(r) => r,
             Err(e) => return failed(false, &format!("report for {queue_id}: {e}")),
         };
-        match self.link.inject(connect, &composed) {
+        match inject(&mut self.link, connect, &composed) {
             Ok(FromCleanup::Queued { id }) => {
                 tracing::info!(
                     %queue_id,

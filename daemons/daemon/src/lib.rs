@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod cleanup_client;
 pub mod date;
 pub mod log;
 
@@ -536,6 +537,15 @@ impl Daemon {
     }
 }
 
+/// `t` as a `poll` timeout, rounded up to the millisecond so that a wait of 0.4 ms does not
+/// become a busy loop of zero-length polls; longer than `poll` can say is its longest.
+pub fn poll_timeout(t: Duration) -> PollTimeout {
+    let ms = t
+        .as_millis()
+        .saturating_add(u128::from(t.subsec_nanos() % 1_000_000 != 0));
+    PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX)).unwrap_or(PollTimeout::MAX)
+}
+
 /// Waits until some of `fds` are readable (or hung up); `None` waits without limit.
 fn wait_readable(
     fds: &[std::os::fd::BorrowedFd<'_>],
@@ -543,13 +553,7 @@ fn wait_readable(
 ) -> Result<Vec<bool>, Error> {
     let timeout = match timeout {
         None => PollTimeout::NONE,
-        Some(t) => {
-            // Round up so a wait of 0.4 ms does not become a busy loop of zero-length polls.
-            let ms = t
-                .as_millis()
-                .saturating_add(u128::from(t.subsec_nanos() % 1_000_000 != 0));
-            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-        }
+        Some(t) => poll_timeout(t),
     };
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()

@@ -3,11 +3,11 @@
 //! sender (or the list's `owner-NAME`), as Postfix's local agent does. The queue manager
 //! then routes the new message like any other; this agent never talks SMTP.
 //!
-//! Trusts: nothing cleanup sends (decoded by `protocol`). The channel is kept for the life
-//! of the process (opened at the first forward, reopened after a failure, replaced at once
-//! when found closed before a message starts); a broken channel, or no progress within
-//! [`CLEANUP_TIMEOUT`], is a temporary failure and the channel is dropped, so cleanup
-//! discards the partial message.
+//! Trusts: nothing cleanup sends (decoded by `protocol`). The hand-over is the runtime's
+//! [`CleanupLink`]: the channel is kept for the life of the process (opened at the first
+//! forward, reopened after a failure, replaced at once when found closed before a message
+//! starts); a broken channel, or no progress within [`CLEANUP_TIMEOUT`], is a temporary
+//! failure and the channel is dropped, so cleanup discards the partial message.
 //!
 //! Decisions:
 //! - The new message is the original text with `Delivered-To: RECIPIENT` prepended (the
@@ -19,22 +19,14 @@
 //! - Cleanup's `Queued` is the forwarded addresses' success; `Failed{temporary}` or a
 //!   channel failure defers the recipient (4.3.0), a permanent failure bounces it (5.3.4).
 
-use std::time::{Duration, Instant};
-
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use protocol::bounded::{BoundedBytes, BoundedVec};
-use protocol::cleanup::{ReceivedHeader, CHUNK_MAX, RECIPIENTS_PER_MESSAGE};
+use daemon::cleanup_client::{CleanupLink, Connect, HandOffError};
+use protocol::cleanup::ReceivedHeader;
 use protocol::queue::{ClientInfo, MailFlags, Protocol, Recipient};
-use protocol::{Channel, ChannelError, ForwardPath, FromCleanup, ReversePath, ToCleanup};
+use protocol::{ForwardPath, FromCleanup, ReversePath, ToCleanup};
 
 use crate::deliver::Report;
 
-/// How long cleanup may take to accept a message or to answer `End` (it fsyncs a file and a
-/// directory): far more than a healthy disk needs, far less than the queue manager's patience.
-pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(100);
-
-/// How the process obtains a channel to cleanup (the master in the daemon; a pair in tests).
-pub type Connect<'a> = dyn FnMut() -> Result<Channel, String> + 'a;
+pub use daemon::cleanup_client::CLEANUP_TIMEOUT;
 
 /// One message to send on.
 pub struct Forward<'a> {
@@ -47,172 +39,74 @@ pub struct Forward<'a> {
     pub hostname: &'a str,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum LinkError {
-    #[error("no channel to cleanup: {0}")]
-    Connect(String),
-    #[error("cleanup channel: {0}")]
-    Channel(#[from] ChannelError),
-    #[error("cleanup channel: no progress within {0:?}")]
-    Timeout(Duration),
-    #[error("cleanup channel: {0}")]
-    Poll(nix::Error),
-    #[error("{0}")]
-    Invalid(String),
+/// Hands `fwd` to cleanup on `link` and says what became of it.
+pub fn send(link: &mut CleanupLink, connect: &mut Connect<'_>, fwd: &Forward<'_>) -> Report {
+    let to: Vec<String> = fwd.recipients.iter().map(ToString::to_string).collect();
+    let to = to.join(", ");
+    let date = daemon::date::rfc5322(std::time::SystemTime::now());
+    let received = match ReceivedHeader::new(&format!(
+        "Received: by {} (Postern) with local forward;\r\n\t{date}",
+        fwd.hostname
+    )) {
+        Ok(received) => received,
+        Err(e) => {
+            return Report::new(
+                "4.3.0",
+                format!("forwarding to {to}: Received: header: {e}"),
+            )
+        }
+    };
+    match submit(link, connect, fwd, received) {
+        Ok(FromCleanup::Queued { id }) => {
+            Report::new("2.0.0", format!("forwarded to {to} as {id}"))
+        }
+        Ok(FromCleanup::Failed {
+            temporary: true,
+            detail,
+        }) => Report::new("4.3.0", format!("forwarding to {to}: cleanup: {detail}")),
+        Ok(FromCleanup::Failed {
+            temporary: false,
+            detail,
+        }) => Report::new("5.3.4", format!("forwarding to {to}: cleanup: {detail}")),
+        Err(e) => Report::new("4.3.0", format!("forwarding to {to}: {e}")),
+    }
 }
 
-/// The process's channel to cleanup.
-pub struct CleanupLink {
-    channel: Option<Channel>,
-    timeout: Duration,
-}
-
-impl CleanupLink {
-    pub fn new(timeout: Duration) -> CleanupLink {
-        CleanupLink {
-            channel: None,
-            timeout,
-        }
-    }
-
-    /// Hands `fwd` to cleanup and says what became of it.
-    pub fn send(&mut self, connect: &mut Connect<'_>, fwd: &Forward<'_>) -> Report {
-        let to: Vec<String> = fwd.recipients.iter().map(ToString::to_string).collect();
-        let to = to.join(", ");
-        match self.submit(connect, fwd) {
-            Ok(FromCleanup::Queued { id }) => {
-                Report::new("2.0.0", format!("forwarded to {to} as {id}"))
-            }
-            Ok(FromCleanup::Failed {
-                temporary: true,
-                detail,
-            }) => Report::new("4.3.0", format!("forwarding to {to}: cleanup: {detail}")),
-            Ok(FromCleanup::Failed {
-                temporary: false,
-                detail,
-            }) => Report::new("5.3.4", format!("forwarding to {to}: cleanup: {detail}")),
-            Err(e) => {
-                self.channel = None;
-                Report::new("4.3.0", format!("forwarding to {to}: {e}"))
-            }
-        }
-    }
-
-    fn submit(
-        &mut self,
-        connect: &mut Connect<'_>,
-        fwd: &Forward<'_>,
-    ) -> Result<FromCleanup, LinkError> {
-        let date = daemon::date::rfc5322(std::time::SystemTime::now());
-        let received = ReceivedHeader::new(&format!(
-            "Received: by {} (Postern) with local forward;\r\n\t{date}",
-            fwd.hostname
-        ))
-        .map_err(|e| LinkError::Invalid(format!("Received: header: {e}")))?;
-        let begin = ToCleanup::Begin {
-            sender: fwd.sender.clone(),
-            flags: fwd.flags.clone(),
-            client: ClientInfo {
-                name: None,
-                address: None,
-                helo: None,
-                protocol: Protocol::Local,
-            },
-            received,
-        };
-        let reused = self.channel.is_some();
-        if !reused {
-            self.open(connect)?;
-        }
-        match self.put(&begin) {
-            // Its cleanup process ended since the last message: nothing was handed over yet.
-            Err(LinkError::Channel(ChannelError::PeerClosed)) if reused => {
-                self.open(connect)?;
-                self.put(&begin)?;
-            }
-            other => other?,
-        }
-        let recipients: Vec<Recipient> = fwd
-            .recipients
-            .iter()
-            .map(|path| Recipient {
-                path: path.clone(),
-                notify: None,
-                orcpt: None,
-            })
-            .collect();
-        for group in recipients.chunks(RECIPIENTS_PER_MESSAGE) {
-            let list = BoundedVec::try_from(group.to_vec())
-                .map_err(|e| LinkError::Invalid(e.to_string()))?;
-            self.put(&ToCleanup::Recipients(list))?;
-        }
-        let head = format!("Delivered-To: {}\r\n", fwd.delivered_to);
-        for piece in head
-            .as_bytes()
-            .chunks(CHUNK_MAX)
-            .chain(fwd.content.chunks(CHUNK_MAX))
-        {
-            let bytes = BoundedBytes::try_from(piece.to_vec())
-                .map_err(|e| LinkError::Invalid(e.to_string()))?;
-            self.put(&ToCleanup::Content(bytes))?;
-        }
-        self.put(&ToCleanup::End)?;
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            self.wait(PollFlags::POLLIN, deadline)?;
-            match self.channel()?.recv::<FromCleanup>() {
-                Ok(r) => return Ok(r.msg),
-                Err(ChannelError::WouldBlock) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn open(&mut self, connect: &mut Connect<'_>) -> Result<(), LinkError> {
-        let channel = connect().map_err(LinkError::Connect)?;
-        // Non-blocking, so a cleanup that stops reading cannot hold this process forever.
-        channel.set_nonblocking(true)?;
-        self.channel = Some(channel);
-        Ok(())
-    }
-
-    fn channel(&self) -> Result<&Channel, LinkError> {
-        self.channel
-            .as_ref()
-            .ok_or(LinkError::Channel(ChannelError::PeerClosed))
-    }
-
-    fn wait(&self, flags: PollFlags, deadline: Instant) -> Result<(), LinkError> {
-        let channel = self.channel()?;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(channel.as_fd(), flags)];
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(0) => return Err(LinkError::Timeout(self.timeout)),
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(LinkError::Poll(e)),
-            }
-        }
-    }
-
-    fn put(&self, msg: &ToCleanup) -> Result<(), LinkError> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self.channel()?.send(msg, &[]) {
-                Ok(()) => return Ok(()),
-                Err(ChannelError::WouldBlock) => self.wait(PollFlags::POLLOUT, deadline)?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+fn submit(
+    link: &mut CleanupLink,
+    connect: &mut Connect<'_>,
+    fwd: &Forward<'_>,
+    received: ReceivedHeader,
+) -> Result<FromCleanup, HandOffError> {
+    let begin = ToCleanup::Begin {
+        sender: fwd.sender.clone(),
+        flags: fwd.flags.clone(),
+        client: ClientInfo {
+            name: None,
+            address: None,
+            helo: None,
+            protocol: Protocol::Local,
+        },
+        received,
+    };
+    let recipients: Vec<Recipient> = fwd
+        .recipients
+        .iter()
+        .map(|path| Recipient {
+            path: path.clone(),
+            notify: None,
+            orcpt: None,
+        })
+        .collect();
+    let head = format!("Delivered-To: {}\r\n", fwd.delivered_to);
+    link.hand_over(connect, begin, &recipients, &[head.as_bytes(), fwd.content])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::Channel;
+    use std::time::Duration;
 
     fn fake_cleanup(channel: Channel, answer: FromCleanup) -> Vec<ToCleanup> {
         let mut seen = Vec::new();
@@ -247,7 +141,8 @@ mod tests {
         };
         let to = [path("<a@elsewhere.example>"), path("<b@elsewhere.example>")];
         let mut link = CleanupLink::new(Duration::from_secs(5));
-        let report = link.send(
+        let report = send(
+            &mut link,
             &mut connect,
             &Forward {
                 sender: &sender,
@@ -314,12 +209,20 @@ mod tests {
             });
             let mut given = Some(ours);
             let mut connect = || given.take().ok_or_else(|| "second connect".to_owned());
-            let report = CleanupLink::new(Duration::from_secs(5)).send(&mut connect, &fwd);
+            let report = send(
+                &mut CleanupLink::new(Duration::from_secs(5)),
+                &mut connect,
+                &fwd,
+            );
             assert_eq!(report.status, status, "{report:?}");
             server.join().unwrap();
         }
         let mut refused = || Err("service cleanup is not in master.cf".to_owned());
-        let report = CleanupLink::new(Duration::from_secs(5)).send(&mut refused, &fwd);
+        let report = send(
+            &mut CleanupLink::new(Duration::from_secs(5)),
+            &mut refused,
+            &fwd,
+        );
         assert_eq!(report.status, "4.3.0", "{report:?}");
         assert!(report.text.contains("not in master.cf"), "{report:?}");
     }

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use daemon::cleanup_client::{CleanupLink, Connect};
 use daemon::Daemon;
 use policy::aliases::{self, Aliases, Target};
 use policy::passwd::{self, Account, Passwd};
@@ -194,7 +195,7 @@ fn run() -> anyhow::Result<()> {
     // INVARIANT: the sandbox is in force before the first request is read; alias tables and
     // include files were read above, outside it.
     d.enter_sandbox()?;
-    let mut link = forward::CleanupLink::new(forward::CLEANUP_TIMEOUT);
+    let mut link = CleanupLink::new(forward::CLEANUP_TIMEOUT);
     let ended = d.serve_unix(|d, _from, channel| {
         let mut connect = || d.connect("cleanup").map_err(|e| e.to_string());
         serve(&config, &channel, &mut link, &mut connect)
@@ -207,8 +208,8 @@ fn run() -> anyhow::Result<()> {
 fn serve(
     config: &Config,
     channel: &Channel,
-    link: &mut forward::CleanupLink,
-    connect: &mut forward::Connect<'_>,
+    link: &mut CleanupLink,
+    connect: &mut Connect<'_>,
 ) -> anyhow::Result<()> {
     loop {
         let received = match channel.recv::<ToAgent>() {
@@ -251,7 +252,7 @@ fn serve(
                         flags: &flags,
                         content,
                     },
-                    &mut |fwd| link.send(connect, fwd),
+                    &mut |fwd| forward::send(link, connect, fwd),
                 ),
             };
             let (outcome, status) = outcome_of(&report.status);

@@ -16,7 +16,8 @@ use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use daemon::poll_timeout;
+use nix::poll::{PollFd, PollFlags};
 use protocol::Reply;
 
 /// Octets read from the client at a time: enough for a pipelined group of commands
@@ -52,14 +53,6 @@ pub struct Conn {
     end: usize,
     output: Vec<u8>,
     timeout: Duration,
-}
-
-fn poll_timeout(t: Duration) -> PollTimeout {
-    // Round up so that a wait of 0.4 ms does not become a busy loop.
-    let ms = t
-        .as_millis()
-        .saturating_add(u128::from(t.subsec_nanos() % 1_000_000 != 0));
-    PollTimeout::try_from(i32::try_from(ms).unwrap_or(i32::MAX)).unwrap_or(PollTimeout::MAX)
 }
 
 impl Conn {

@@ -9,13 +9,15 @@
 //! Layout, one module per phase: `config` (every setting, read before the sandbox),
 //! `conn` (the connection, the command-line reader, pipelined replies), `session`
 //! (state and command loop), `ehlo`, `mail`, `rcpt`, `data` (with the `dot` reader),
-//! `bdat`, `simple` (RSET, VRFY, HELP), `received` (the Received: header), `cleanup`
-//! (the hand-over), `local_recipients` (`local_recipient_maps`, read before the sandbox).
+//! `bdat`, `simple` (RSET, VRFY, HELP), `received` (the Received: header),
+//! `local_recipients` (`local_recipient_maps`, read before the sandbox). The hand-over
+//! to cleanup is the runtime's `daemon::cleanup_client`, with `smtpd_timeout` as its
+//! limit; any failure of it (a broken or closed channel, no progress in time) is a
+//! temporary failure, `451 4.3.0 Error: queue file write error`.
 
 #![forbid(unsafe_code)]
 
 mod bdat;
-pub mod cleanup;
 pub mod config;
 pub mod conn;
 mod data;
@@ -31,6 +33,6 @@ mod simple;
 #[cfg(test)]
 mod tests;
 
-pub use cleanup::{CleanupLink, Connect};
 pub use config::{BareNewline, Config, ConfigError};
+pub use daemon::cleanup_client::{CleanupLink, Connect};
 pub use session::run;

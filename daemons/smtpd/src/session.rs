@@ -42,10 +42,10 @@ use protocol::cleanup::ToCleanup;
 use protocol::queue::{ClientInfo, MailFlags, Protocol, Recipient};
 use protocol::{Command, Reply};
 
-use crate::cleanup::{CleanupLink, Connect};
 use crate::config::{BareNewline, Config};
 use crate::conn::{Conn, ConnError};
 use crate::received::{address_text, Received};
+use daemon::cleanup_client::{CleanupLink, Connect};
 
 /// Whether the session goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
