@@ -1078,9 +1078,11 @@ fn a_local_delivery_child_runs_as_the_recipient() {
     let inst = delivery_instance("lidentity", &[], |inst| {
         // bob's .forward runs a slow command as bob: the delivery child lives long enough to
         // be seen. `exec`: the shell becomes the command, so the process that is seen is the
-        // one the agent started.
+        // one the agent started. `/bin/true &&` first: the shell must be able to start a
+        // program of its own (dash uses vfork) under the agent's seccomp filter, or sleep never
+        // runs.
         let forward = inst.dir().join("home/bob/.forward");
-        fs::write(&forward, "\"|exec sleep 4\"\n").unwrap();
+        fs::write(&forward, "\"|/bin/true && exec sleep 4\"\n").unwrap();
         fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).unwrap();
         chown(&forward, local_ids(1));
     });

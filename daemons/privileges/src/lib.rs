@@ -420,6 +420,12 @@ const COMMANDS: &[Syscall] = &[
         libc::SYS_sysinfo,
         "local: programs read memory sizes",
     ),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new(
+        "vfork",
+        libc::SYS_vfork,
+        "local: the shell (dash) starts each program of a command with vfork",
+    ),
 ];
 
 fn rule(path: PathBuf, access: FsAccess, why: &'static str) -> FsRule {
