@@ -22,6 +22,9 @@ pub struct ProcStatus {
     pub no_new_privs: Option<bool>,
     /// 0 none, 1 strict, 2 filter.
     pub seccomp: Option<u8>,
+    /// `State: Z` or `X`: the process has exited and is not reaped yet; a zombie's status no
+    /// longer describes a sandbox.
+    pub exited: bool,
 }
 
 fn ids(value: &str) -> Option<[u32; 4]> {
@@ -45,6 +48,7 @@ pub fn parse(text: &str) -> ProcStatus {
             "CapBnd" => s.cap_bnd = u64::from_str_radix(value, 16).ok(),
             "NoNewPrivs" => s.no_new_privs = value.parse::<u8>().ok().map(|v| v == 1),
             "Seccomp" => s.seccomp = value.parse().ok(),
+            "State" => s.exited = value.starts_with(['Z', 'X']),
             _ => {}
         }
     }
@@ -75,6 +79,9 @@ mod tests {
         assert_eq!(s.cap_bnd, Some(0xc0));
         assert_eq!(s.no_new_privs, Some(true));
         assert_eq!(s.seccomp, Some(2));
+        assert!(!s.exited);
+        assert!(parse("State:\tZ (zombie)\n").exited);
+        assert!(!parse("State:\tS (sleeping)\n").exited);
     }
 
     #[test]

@@ -1024,8 +1024,16 @@ fn check_ready(
             report.landlock.abi()
         ));
     }
-    // The kernel's word.
+    // The kernel's word. A daemon that served its sessions and exited before the master read its
+    // report (a busy machine) can no longer be checked, and no longer holds anything: the report's
+    // own word above still counts.
     match kernel::read(pid) {
+        Ok(k) if k.exited => {
+            tracing::warn!(pid, "process exited before its sandbox could be read back");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(pid, "process exited before its sandbox could be read back");
+        }
         Ok(k) => {
             if let Some(u) = uid {
                 if k.uid != Some([u; 4]) {
