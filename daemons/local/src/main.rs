@@ -42,7 +42,6 @@ mod resolve;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -313,8 +312,7 @@ fn read_content(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> 
             "content of {len} octets is larger than {MAX_CONTENT}"
         )));
     }
-    let at = Pread { file, pos: offset };
-    let reader = ContentReader::starting_at(std::io::BufReader::with_capacity(64 << 10, at), len);
+    let reader = ContentReader::pread(file, offset, len);
     let mut buf = Vec::with_capacity(usize::try_from(len).map_err(std::io::Error::other)?);
     // One octet more than announced is read so that a longer text is noticed, not cut.
     reader.take(len + 1).read_to_end(&mut buf)?;
@@ -325,20 +323,6 @@ fn read_content(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> 
         ));
     }
     Ok(buf)
-}
-
-/// A `Read` over a file at a position of its own, by `pread`.
-struct Pread<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Read for Pread<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Whether the header section already carries `Delivered-To: addr` (a forwarding loop).

@@ -9,8 +9,7 @@
 //! request is wrong) that defers delivery.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
 
 use protocol::queue::ContentReader;
 
@@ -50,11 +49,7 @@ impl<'a> Content<'a> {
         limit: u64,
         mut each: impl FnMut(&[u8]) -> io::Result<bool>,
     ) -> io::Result<()> {
-        let at = Pread {
-            file: self.file,
-            pos: self.offset,
-        };
-        let mut reader = ContentReader::starting_at(BufReader::with_capacity(CHUNK, at), self.len);
+        let mut reader = ContentReader::pread(self.file, self.offset, self.len);
         let mut buf = vec![0u8; CHUNK];
         let mut done = 0u64;
         while done < limit {
@@ -146,21 +141,6 @@ pub struct QueueReadError(io::Error);
 pub fn is_queue_read_error(e: &io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<QueueReadError>())
-}
-
-/// Reads a file with `pread` from its own position, leaving the descriptor's offset
-/// alone.
-struct Pread<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Read for Pread<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Appends `b`, quoting a line that starts with `From ` as `>From ` when asked.

@@ -746,6 +746,37 @@ impl<R> ContentReader<R> {
     }
 }
 
+/// The read size of [`ContentReader::pread`]: a typical message is a few system calls, and the
+/// reader's memory is bounded whatever the message size.
+pub const PREAD_BUFFER: usize = 64 << 10;
+
+impl<'a> ContentReader<BufReader<FileAt<'a>>> {
+    /// [`ContentReader::starting_at`] over `file` read with `pread` from `offset` (the
+    /// [`QueueFile::content_offset`] a request names). The descriptor's own offset is never
+    /// moved, as another process (the queue manager) may share the open file description.
+    pub fn pread(file: &'a File, offset: u64, content_len: u64) -> Self {
+        ContentReader::starting_at(
+            BufReader::with_capacity(PREAD_BUFFER, FileAt { file, pos: offset }),
+            content_len,
+        )
+    }
+}
+
+/// A `Read` over a file at a position of its own, by `pread`.
+#[derive(Debug)]
+pub struct FileAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for FileAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 impl<R: Read> Read for ContentReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() || self.done {

@@ -585,6 +585,35 @@ fn content_reader_refuses_bad_framing() {
 }
 
 #[test]
+fn content_by_pread_leaves_the_descriptors_offset_alone() {
+    let text = content(3 * PREAD_BUFFER + 7);
+    let (bytes, _) = write(&envelope(2), &text, 50_000);
+    let qf = read(&bytes).unwrap();
+    // A file that is gone from its directory once open, as nothing else needs its name.
+    let path = std::env::temp_dir().join(format!("postern-pread-{}", std::process::id()));
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.write_all(&bytes).unwrap();
+    file.seek(SeekFrom::Start(3)).unwrap();
+    let mut out = Vec::new();
+    ContentReader::pread(&file, qf.content_offset(), qf.content_len())
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, text);
+    assert_eq!(file.stream_position().unwrap(), 3);
+    // The wrong offset is a framing error, not other octets.
+    let err = ContentReader::pread(&file, qf.content_offset() + 1, qf.content_len())
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+}
+
+#[test]
 fn timestamps_convert() {
     let t = Timestamp::from_system_time(
         std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_234_567),
