@@ -75,6 +75,19 @@ struct Service {
     removed: bool,
 }
 
+impl Service {
+    /// A service as master.cf now declares it, with no process yet.
+    fn new(spec: &ServiceSpec, listener: Option<TcpListener>, throttle_time: Duration) -> Service {
+        Service {
+            pool: Pool::new(spec.kind, spec.process_limit, throttle_time),
+            spec: spec.clone(),
+            listener,
+            waiting: Waiting::default(),
+            removed: false,
+        }
+    }
+}
+
 struct Child {
     key: Key,
     program: String,
@@ -148,16 +161,7 @@ impl Master {
             .map(|spec| {
                 let key = key_of(spec);
                 let listener = listeners.remove(&key);
-                (
-                    key,
-                    Service {
-                        pool: Pool::new(spec.kind, spec.process_limit, cfg.throttle_time),
-                        spec: spec.clone(),
-                        listener,
-                        waiting: Waiting::default(),
-                        removed: false,
-                    },
-                )
+                (key, Service::new(spec, listener, cfg.throttle_time))
             })
             .collect();
         Master {
@@ -848,16 +852,8 @@ impl Master {
                     }
                 }
                 None => {
-                    self.services.insert(
-                        key,
-                        Service {
-                            pool: Pool::new(spec.kind, spec.process_limit, cfg.throttle_time),
-                            spec: spec.clone(),
-                            listener,
-                            waiting: Waiting::default(),
-                            removed: false,
-                        },
-                    );
+                    self.services
+                        .insert(key, Service::new(spec, listener, cfg.throttle_time));
                 }
             }
         }

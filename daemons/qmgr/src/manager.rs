@@ -41,7 +41,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use protocol::delivery::{
     DeliveryRecipient, FromAgent, FromBounce, NoticeKind, ToAgent, ToBounce, RECIPIENTS_PER_NOTICE,
 };
@@ -996,10 +996,7 @@ impl Manager {
             tokens.push(Token::Bounce);
             fds.push(b.as_fd());
         }
-        let ms = wait
-            .as_millis()
-            .saturating_add(u128::from(wait.subsec_nanos() % 1_000_000 != 0));
-        let timeout = PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let timeout = daemon::poll_timeout(wait.min(Duration::from_secs(60)));
         let mut pfds: Vec<PollFd<'_>> = fds
             .iter()
             .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
