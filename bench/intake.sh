@@ -285,6 +285,9 @@ postern_setup() { # NAME
     chown "$pn_user:" "$dir"
     as_postern_user "$pn_bin/postern" -c "$dir" init --port "${port[$name]}" >/dev/null
     grep -Eq '^[^#].*[[:space:]]smtpd$' "$dir/master.cf" || die "postern init enabled no smtpd"
+    # Intake only, like "Postfix, no qmgr": without qmgr and the delivery agents every accepted
+    # message stays in incoming/, where it is counted.
+    sed -i -E 's/^(qmgr|bounce|virtual|local|smtp)([[:space:]])/#\1\2/' "$dir/master.cf"
 }
 
 postern_start() { # NAME
@@ -300,7 +303,7 @@ postern_clear() { # NAME: complete files only; nothing writes them any more
     find "${queue[$1]}/incoming" -type f -perm -u+x -delete
 }
 
-postern_settle() { :; } # nothing moves its queue files yet (no qmgr)
+postern_settle() { :; } # nothing moves its queue files (qmgr is left out)
 
 postern_version() {
     local how="as root, a uid per daemon role"
