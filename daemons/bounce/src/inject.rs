@@ -7,9 +7,8 @@
 //! channel, or no progress within [`CLEANUP_TIMEOUT`], is a [`HandOffError`], which the service
 //! reports to the queue manager as a temporary failure.
 
-use daemon::cleanup_client::{CleanupLink, Connect, HandOffError};
-use protocol::queue::{ClientInfo, Protocol, Recipient};
-use protocol::{FromCleanup, ReversePath, ToCleanup};
+use daemon::cleanup_client::{local_begin, plain_recipients, CleanupLink, Connect, HandOffError};
+use protocol::{FromCleanup, ReversePath};
 
 use crate::report::Report;
 
@@ -22,25 +21,11 @@ pub fn inject(
     connect: &mut Connect<'_>,
     report: &Report,
 ) -> Result<FromCleanup, HandOffError> {
-    let begin = ToCleanup::Begin {
-        sender: ReversePath::Null,
-        flags: report.flags.clone(),
-        client: ClientInfo {
-            name: None,
-            address: None,
-            helo: None,
-            protocol: Protocol::Local,
-        },
-        received: report.received.clone(),
-    };
-    let recipients: Vec<Recipient> = report
-        .recipients
-        .iter()
-        .map(|path| Recipient {
-            path: path.clone(),
-            notify: None,
-            orcpt: None,
-        })
-        .collect();
+    let begin = local_begin(
+        ReversePath::Null,
+        report.flags.clone(),
+        report.received.clone(),
+    );
+    let recipients = plain_recipients(&report.recipients);
     link.hand_over(connect, begin, &recipients, &[&report.text])
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 use protocol::bounded::{BoundedBytes, BoundedVec};
-use protocol::cleanup::{CHUNK_MAX, RECIPIENTS_PER_MESSAGE};
-use protocol::queue::Recipient;
-use protocol::{Channel, ChannelError, FromCleanup, ToCleanup};
+use protocol::cleanup::{ReceivedHeader, CHUNK_MAX, RECIPIENTS_PER_MESSAGE};
+use protocol::queue::{ClientInfo, MailFlags, Protocol, Recipient};
+use protocol::{Channel, ChannelError, ForwardPath, FromCleanup, ReversePath, ToCleanup};
 
 use crate::poll_timeout;
 
@@ -47,6 +47,34 @@ pub enum HandOffError {
     Poll(nix::Error),
     #[error("message {0}")]
     Invalid(String),
+}
+
+/// `Begin` for a message this host makes itself (a notice, a forwarded copy): no client, no
+/// HELO, protocol `Local`.
+pub fn local_begin(sender: ReversePath, flags: MailFlags, received: ReceivedHeader) -> ToCleanup {
+    ToCleanup::Begin {
+        sender,
+        flags,
+        client: ClientInfo {
+            name: None,
+            address: None,
+            helo: None,
+            protocol: Protocol::Local,
+        },
+        received,
+    }
+}
+
+/// Recipients with no NOTIFY or ORCPT of their own (a new message's, as in Postfix).
+pub fn plain_recipients(paths: &[ForwardPath]) -> Vec<Recipient> {
+    paths
+        .iter()
+        .map(|path| Recipient {
+            path: path.clone(),
+            notify: None,
+            orcpt: None,
+        })
+        .collect()
 }
 
 /// The process's channel to cleanup.
@@ -210,10 +238,8 @@ impl CleanupLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::cleanup::ReceivedHeader;
     use protocol::control::Detail;
-    use protocol::queue::{ClientInfo, MailFlags, Protocol};
-    use protocol::{ForwardPath, QueueId, ReversePath};
+    use protocol::QueueId;
     use std::sync::mpsc;
 
     /// A stand-in cleanup: records each message it receives and answers every `End` with

@@ -19,10 +19,10 @@
 //! - Cleanup's `Queued` is the forwarded addresses' success; `Failed{temporary}` or a
 //!   channel failure defers the recipient (4.3.0), a permanent failure bounces it (5.3.4).
 
-use daemon::cleanup_client::{CleanupLink, Connect, HandOffError};
+use daemon::cleanup_client::{local_begin, plain_recipients, CleanupLink, Connect, HandOffError};
 use protocol::cleanup::ReceivedHeader;
-use protocol::queue::{ClientInfo, MailFlags, Protocol, Recipient};
-use protocol::{ForwardPath, FromCleanup, ReversePath, ToCleanup};
+use protocol::queue::MailFlags;
+use protocol::{ForwardPath, FromCleanup, ReversePath};
 
 use crate::deliver::Report;
 
@@ -78,26 +78,8 @@ fn submit(
     fwd: &Forward<'_>,
     received: ReceivedHeader,
 ) -> Result<FromCleanup, HandOffError> {
-    let begin = ToCleanup::Begin {
-        sender: fwd.sender.clone(),
-        flags: fwd.flags.clone(),
-        client: ClientInfo {
-            name: None,
-            address: None,
-            helo: None,
-            protocol: Protocol::Local,
-        },
-        received,
-    };
-    let recipients: Vec<Recipient> = fwd
-        .recipients
-        .iter()
-        .map(|path| Recipient {
-            path: path.clone(),
-            notify: None,
-            orcpt: None,
-        })
-        .collect();
+    let begin = local_begin(fwd.sender.clone(), fwd.flags.clone(), received);
+    let recipients = plain_recipients(fwd.recipients);
     let head = format!("Delivered-To: {}\r\n", fwd.delivered_to);
     link.hand_over(connect, begin, &recipients, &[head.as_bytes(), fwd.content])
 }
@@ -105,7 +87,7 @@ fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::Channel;
+    use protocol::{Channel, ToCleanup};
     use std::time::Duration;
 
     fn fake_cleanup(channel: Channel, answer: FromCleanup) -> Vec<ToCleanup> {
