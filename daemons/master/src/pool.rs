@@ -96,6 +96,9 @@ struct Proc {
     phase: Phase,
     busy: bool,
     connect_pending: bool,
+    /// The master sent `Stop`: an inet process may have accepted a connection before it read
+    /// the `Stop`, and finishes that session (`Busy`, then `Idle`) before it exits.
+    stopped: bool,
 }
 
 /// What to do with a channel that is waiting for a process of a unix service.
@@ -204,6 +207,7 @@ impl Pool {
                 phase: Phase::AwaitHello,
                 busy: false,
                 connect_pending: false,
+                stopped: false,
             },
         );
     }
@@ -278,6 +282,7 @@ impl Pool {
     pub fn mark_exiting(&mut self, pid: i32) {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.phase = Phase::Exiting;
+            p.stopped = true;
         }
     }
 
@@ -322,6 +327,12 @@ impl Pool {
                     Ok(())
                 }
             },
+            // A session accepted before the `Stop` was read finishes; a process that said `Exit`
+            // itself accepts nothing more.
+            (Phase::Exiting, Said::Busy) if kind == Kind::Inet && p.stopped && !p.busy => {
+                p.busy = true;
+                Ok(())
+            }
             (Phase::Ready | Phase::Exiting, Said::Idle) => {
                 if p.busy {
                     p.busy = false;
@@ -522,6 +533,20 @@ mod tests {
         assert_eq!(pool.dispatch(now), Dispatch::Start);
         assert!(pool.on_message(3, Said::Exit).is_err(), "Exit twice");
         assert!(pool.on_message(3, Said::Busy).is_err());
+    }
+
+    #[test]
+    fn a_stopped_inet_process_may_finish_a_session_it_accepted_before_the_stop() {
+        let mut pool = Pool::new(Kind::Inet, 2, MAX);
+        ready(&mut pool, 4);
+        pool.mark_exiting(4);
+        pool.on_message(4, Said::Busy).unwrap();
+        assert!(pool.on_message(4, Said::Busy).is_err(), "busy twice");
+        pool.on_message(4, Said::Idle).unwrap();
+        // One that said Exit by itself accepts nothing more.
+        ready(&mut pool, 5);
+        pool.on_message(5, Said::Exit).unwrap();
+        assert!(pool.on_message(5, Said::Busy).is_err());
     }
 
     #[test]
