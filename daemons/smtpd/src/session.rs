@@ -141,11 +141,12 @@ pub fn run(
         tracing::info!(client = %s.client, after = %s.last_verb, "{what}");
     }
     s.conn.close();
+    // Postfix's summary: `disconnect from unknown[ADDR] ehlo=1 mail=1 ... commands=N`.
     tracing::info!(
-        client = %s.client,
-        commands = %s.command_counts(),
         errors = s.errors,
-        "disconnect"
+        "disconnect from {} {}",
+        s.client,
+        s.command_counts()
     );
     match result {
         Err(ConnError::Io(e)) => Err(ConnError::Io(e)),
