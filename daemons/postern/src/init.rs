@@ -1,4 +1,4 @@
-//! `postern init`: writes a self-contained instance — `main.cf`, `master.cf`, `vmailbox` and the
+//! `postern init`: writes a self-contained instance — `main.cf`, `master.cf`, `vmailbox`, `aliases` and the
 //! directories — into one directory, so it can be started, used and removed without touching the
 //! rest of the host.
 //!
@@ -47,6 +47,15 @@ pub const VMAILBOX: &str = "\
 # Virtual mailboxes: address, then the mailbox path relative to virtual_mailbox_base
 # (a trailing / means Maildir).
 user@example.test  example.test/user/
+";
+
+/// The aliases of a fresh instance: mail for the administrator goes to its one mailbox (Postern never
+/// delivers as root, so `root` needs an alias, as the postmaster does by RFC 5321).
+pub const ALIASES: &str = "\
+# Aliases of this instance, in aliases(5) format; `postern -c DIR newaliases` checks them.
+postmaster: user@example.test
+root: user@example.test
+MAILER-DAEMON: postmaster
 ";
 
 /// Everything that decides the content of the files.
@@ -160,6 +169,10 @@ mynetworks = 127.0.0.0/8 [::1]/128
 virtual_mailbox_domains = example.test
 virtual_mailbox_maps = texthash:{dir}/vmailbox
 
+# Local aliases (postmaster and root go to the virtual mailbox), listed in {dir}/aliases.
+alias_maps = hash:{dir}/aliases
+alias_database = hash:{dir}/aliases
+
 ",
         daemon_directory = s.daemon_directory.display(),
     );
@@ -249,6 +262,7 @@ pub fn run(s: &Settings, force: bool) -> Result<Report, InitError> {
     let main_path = s.dir.join("main.cf");
     let master_path = s.dir.join("master.cf");
     let vmailbox_path = s.dir.join("vmailbox");
+    let aliases_path = s.dir.join("aliases");
     if !force {
         for path in [&main_path, &master_path] {
             if fs::symlink_metadata(path).is_ok() {
@@ -271,9 +285,11 @@ pub fn run(s: &Settings, force: bool) -> Result<Report, InitError> {
         write_file(path, &text).map_err(io_err(path))?;
         written.push(path.clone());
     }
-    if force || fs::symlink_metadata(&vmailbox_path).is_err() {
-        write_file(&vmailbox_path, VMAILBOX).map_err(io_err(&vmailbox_path))?;
-        written.push(vmailbox_path);
+    for (path, text) in [(vmailbox_path, VMAILBOX), (aliases_path, ALIASES)] {
+        if force || fs::symlink_metadata(&path).is_err() {
+            write_file(&path, text).map_err(io_err(&path))?;
+            written.push(path);
+        }
     }
 
     let outcome = layout::ensure(&layout::plan(&s.layout_inputs()), s.as_root)?;
@@ -417,8 +433,9 @@ mod tests {
             main.get("virtual_mailbox_maps").unwrap(),
             "texthash:/srv/inst/vmailbox"
         );
+        assert_eq!(main.get("alias_maps").unwrap(), "hash:/srv/inst/aliases");
         let explicit: Vec<&str> = main.iter_explicit().map(|(name, _)| name).collect();
-        assert_eq!(explicit.len(), 15, "{explicit:?}");
+        assert_eq!(explicit.len(), 17, "{explicit:?}");
 
         let all = |_: &str| true;
         let master =
@@ -470,7 +487,8 @@ mod tests {
         s.identities = Settings::new(dir.clone(), 2600, "/x".into()).identities;
         s.daemon_directory = dir.join("bin");
         let report = run(&s, false).unwrap();
-        assert_eq!(report.written.len(), 3);
+        assert_eq!(report.written.len(), 4);
+        assert_eq!(fs::read_to_string(dir.join("aliases")).unwrap(), ALIASES);
         assert!(dir.join("spool/incoming").is_dir());
         assert!(dir.join("mail").is_dir());
         assert!(dir.join("log").is_dir());
@@ -483,7 +501,7 @@ mod tests {
             "{err}"
         );
         let report = run(&s, true).unwrap();
-        assert_eq!(report.written.len(), 3);
+        assert_eq!(report.written.len(), 4);
         assert_eq!(fs::read_to_string(dir.join("vmailbox")).unwrap(), VMAILBOX);
         fs::remove_dir_all(&dir).unwrap();
     }
