@@ -405,9 +405,15 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
         Some(rest) => (rest, true),
         None => (value, false),
     };
-    let address = address.strip_prefix('<').unwrap_or(address);
-    let address = address.strip_suffix('>').unwrap_or(address);
+    // Angle brackets come off only as a pair, once; any other '<' or '>' makes the value
+    // no address (stripping them one at a time let `>>` become the address `>`, which
+    // no longer reads back as itself).
+    let address = address
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(address);
     if address.is_empty()
+        || address.contains(['<', '>'])
         || address.len() > 256
         || address.chars().any(char::is_whitespace)
         || address.starts_with('@')
@@ -516,6 +522,9 @@ mod tests {
             ),
             ("a: b c\n", 1, AliasErrorKind::BadAddress("b c".into())),
             ("a: @x\n", 1, AliasErrorKind::BadAddress("@x".into())),
+            ("a: >>\n", 1, AliasErrorKind::BadAddress(">>".into())),
+            ("a: <<b>>\n", 1, AliasErrorKind::BadAddress("<<b>>".into())),
+            ("a: <b\n", 1, AliasErrorKind::BadAddress("<b".into())),
             ("a: b\0\n", 1, AliasErrorKind::ControlCharacter),
         ] {
             let e = parse(text).unwrap_err();

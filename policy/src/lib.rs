@@ -13,6 +13,7 @@
 
 pub mod aliases;
 pub mod domains;
+pub mod fuzz;
 pub mod networks;
 pub mod passwd;
 pub mod relay;

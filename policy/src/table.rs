@@ -239,6 +239,11 @@ impl Table {
         self.entries.get(&key.to_lowercase()).map(String::as_str)
     }
 
+    /// Every entry (key in lower case, value as written), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

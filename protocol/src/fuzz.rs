@@ -11,6 +11,7 @@ use crate::address::{parse_path, Host, Mailbox};
 use crate::cleanup::{FromCleanup, ToCleanup, ToQmgr};
 use crate::codec::{decode, encode, Message};
 use crate::control::{FromMaster, ToMaster};
+use crate::delivery::{FromAgent, FromBounce, ToAgent, ToBounce};
 use crate::queue::{verify, QueueFile, QueueFileWriter, QueueLimits};
 use crate::smtp::{Command, Reply};
 
@@ -102,6 +103,26 @@ pub fn from_cleanup(data: &[u8]) {
 /// Decodes a `ToQmgr` datagram.
 pub fn to_qmgr(data: &[u8]) {
     message_round_trip::<ToQmgr>(data);
+}
+
+/// Decodes a `ToAgent` datagram (a delivery request, as an agent reads it).
+pub fn to_agent(data: &[u8]) {
+    message_round_trip::<ToAgent>(data);
+}
+
+/// Decodes a `FromAgent` datagram (a delivery result, as the queue manager reads it).
+pub fn from_agent(data: &[u8]) {
+    message_round_trip::<FromAgent>(data);
+}
+
+/// Decodes a `ToBounce` datagram (a notice request, as the bounce daemon reads it).
+pub fn to_bounce(data: &[u8]) {
+    message_round_trip::<ToBounce>(data);
+}
+
+/// Decodes a `FromBounce` datagram (the bounce daemon's answer).
+pub fn from_bounce(data: &[u8]) {
+    message_round_trip::<FromBounce>(data);
 }
 
 /// Parses an SMTP command line: what parses must come back unchanged through
@@ -282,6 +303,10 @@ mod tests {
             to_cleanup(&data);
             from_cleanup(&data);
             to_qmgr(&data);
+            to_agent(&data);
+            from_agent(&data);
+            to_bounce(&data);
+            from_bounce(&data);
             smtp_command(&data);
             queue_file(&data);
         }
@@ -361,6 +386,89 @@ mod tests {
             smtp_command(data);
             queue_file(data);
         }
+    }
+
+    /// Valid delivery-channel messages of every kind, as the seeds of their targets hold.
+    fn delivery_messages() -> Vec<Vec<u8>> {
+        use crate::delivery::{DeliveryRecipient, NoticeKind};
+        use crate::queue::{Diagnostic, MailFlags, Outcome, Recipient, Timestamp};
+        use crate::queue_id::QueueId;
+        use crate::{Domain, ForwardPath, ReversePath};
+        let id = QueueId::parse("0005F1A2B3C4D5E6000001").unwrap();
+        let recipient = |index, path: &str| DeliveryRecipient {
+            index,
+            recipient: Recipient {
+                path: ForwardPath::parse(path, true).unwrap(),
+                notify: None,
+                orcpt: None,
+            },
+        };
+        let deliver = ToAgent::Deliver {
+            queue_id: id,
+            nexthop: Domain::parse("example.test", false).unwrap(),
+            sender: ReversePath::parse("<a@example.org>", false).unwrap(),
+            flags: MailFlags::default(),
+            arrival: Timestamp::from_micros(1_700_000_000_000_000),
+            content_offset: 412,
+            content_len: 2048,
+            recipients: vec![
+                recipient(0, "<user@example.test>"),
+                recipient(3, "<jürgen@example.test>"),
+            ]
+            .try_into()
+            .unwrap(),
+        };
+        let result = FromAgent::Result {
+            index: 3,
+            outcome: Outcome::Bounced,
+            status: "5.1.1".parse().unwrap(),
+            diagnostic: Diagnostic::new("550 5.1.1 unknown user").unwrap(),
+        };
+        let notify = ToBounce::Notify {
+            queue_id: id,
+            kind: NoticeKind::Failure,
+            recipients: vec![0, 3, 9].try_into().unwrap(),
+        };
+        let failed = FromBounce::Failed {
+            temporary: true,
+            detail: crate::control::Detail::try_from("cleanup unavailable").unwrap(),
+        };
+        vec![
+            encode(&deliver).unwrap(),
+            encode(&result).unwrap(),
+            encode(&FromAgent::Done).unwrap(),
+            encode(&notify).unwrap(),
+            encode(&FromBounce::Sent { id: Some(id) }).unwrap(),
+            encode(&FromBounce::Sent { id: None }).unwrap(),
+            encode(&failed).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn delivery_entry_points_accept_valid_and_damaged_messages() {
+        let messages = delivery_messages();
+        for message in &messages {
+            let mut inputs = vec![message.clone(), Vec::new(), vec![0xff; 8]];
+            for cut in 0..message.len() {
+                inputs.push(message[..cut].to_vec());
+            }
+            for i in 0..message.len() {
+                let mut damaged = message.clone();
+                damaged[i] ^= 0x01;
+                inputs.push(damaged);
+            }
+            for data in &inputs {
+                to_agent(data);
+                from_agent(data);
+                to_bounce(data);
+                from_bounce(data);
+            }
+        }
+        // Each valid message decodes as its own kind.
+        assert!(decode::<ToAgent>(&messages[0]).is_ok());
+        assert!(decode::<FromAgent>(&messages[1]).is_ok());
+        assert!(decode::<ToBounce>(&messages[3]).is_ok());
+        assert!(decode::<FromBounce>(&messages[6]).is_ok());
     }
 
     #[test]

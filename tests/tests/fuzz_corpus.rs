@@ -23,8 +23,15 @@ fn targets() -> Vec<(&'static str, Target)> {
         ("to_cleanup", protocol::fuzz::to_cleanup),
         ("from_cleanup", protocol::fuzz::from_cleanup),
         ("to_qmgr", protocol::fuzz::to_qmgr),
+        ("to_agent", protocol::fuzz::to_agent),
+        ("from_agent", protocol::fuzz::from_agent),
+        ("to_bounce", protocol::fuzz::to_bounce),
+        ("from_bounce", protocol::fuzz::from_bounce),
         ("main_cf", conf::fuzz::main_cf),
         ("master_cf", conf::fuzz::master_cf),
+        ("table", policy::fuzz::table),
+        ("aliases", policy::fuzz::aliases),
+        ("passwd", policy::fuzz::passwd),
     ]
 }
 
