@@ -419,6 +419,9 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
         || address.starts_with('@')
         || address.ends_with('@')
         || address.matches('@').count() > 1
+        // `<|cmd>`, `</file>` and `<:include:/f>` are not addresses: written back
+        // without the brackets they would read as a command, a file or an include.
+        || (!escaped && reads_as_other_kind(address))
     {
         return Err(AliasErrorKind::BadAddress(value.to_owned()));
     }
@@ -426,6 +429,14 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
         address: address.to_owned(),
         escaped,
     })
+}
+
+/// Whether `value` would be classified as a command, a file or an include.
+fn reads_as_other_kind(value: &str) -> bool {
+    value.starts_with(['|', '/'])
+        || value
+            .get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case(":include:"))
 }
 
 #[cfg(test)]
@@ -525,6 +536,17 @@ mod tests {
             ("a: >>\n", 1, AliasErrorKind::BadAddress(">>".into())),
             ("a: <<b>>\n", 1, AliasErrorKind::BadAddress("<<b>>".into())),
             ("a: <b\n", 1, AliasErrorKind::BadAddress("<b".into())),
+            (
+                "a: <|cmd>\n",
+                1,
+                AliasErrorKind::BadAddress("<|cmd>".into()),
+            ),
+            ("a: </f>\n", 1, AliasErrorKind::BadAddress("</f>".into())),
+            (
+                "a: <:Include:/l>\n",
+                1,
+                AliasErrorKind::BadAddress("<:Include:/l>".into()),
+            ),
             ("a: b\0\n", 1, AliasErrorKind::ControlCharacter),
         ] {
             let e = parse(text).unwrap_err();
