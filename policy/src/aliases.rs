@@ -419,8 +419,9 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
         || address.starts_with('@')
         || address.ends_with('@')
         || address.matches('@').count() > 1
-        // `<|cmd>`, `</file>` and `<:include:/f>` are not addresses: written back
-        // without the brackets they would read as a command, a file or an include.
+        // `<|cmd>`, `</file>`, `<:include:/f>` and `<\\user>` are not addresses: written
+        // back without the brackets they would read as a command, a file, an include or
+        // an escaped name.
         || (!escaped && reads_as_other_kind(address))
     {
         return Err(AliasErrorKind::BadAddress(value.to_owned()));
@@ -431,9 +432,10 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
     })
 }
 
-/// Whether `value` would be classified as a command, a file or an include.
+/// Whether `value` would be classified as a command, a file, an include or an escaped
+/// address.
 fn reads_as_other_kind(value: &str) -> bool {
-    value.starts_with(['|', '/'])
+    value.starts_with(['|', '/', '\\'])
         || value
             .get(..9)
             .is_some_and(|p| p.eq_ignore_ascii_case(":include:"))
@@ -542,6 +544,7 @@ mod tests {
                 AliasErrorKind::BadAddress("<|cmd>".into()),
             ),
             ("a: </f>\n", 1, AliasErrorKind::BadAddress("</f>".into())),
+            ("a: <\\b>\n", 1, AliasErrorKind::BadAddress("<\\b>".into())),
             (
                 "a: <:Include:/l>\n",
                 1,
