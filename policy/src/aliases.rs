@@ -419,7 +419,7 @@ fn classify(raw: &str) -> Result<Target, AliasErrorKind> {
         || address.starts_with('@')
         || address.ends_with('@')
         || address.matches('@').count() > 1
-        // `<|cmd>`, `</file>`, `<:include:/f>` and `<\\user>` are not addresses: written
+        // `<|cmd>`, `</file>`, `<:include:/f>` and `<\user>` are not addresses: written
         // back without the brackets they would read as a command, a file, an include or
         // an escaped name.
         || (!escaped && reads_as_other_kind(address))
