@@ -636,7 +636,8 @@ fn header_sections() {
 }
 
 /// Python's `email` package reads the report as a `multipart/report` with the right
-/// `Status:` (the whole-system check of the issue, here on a report from a real queue file).
+/// `Status:` (the whole-system delivery test checks the same on a bounced message; here on a
+/// report from a real queue file).
 #[test]
 fn python_email_parses_the_report() {
     let env = envelope(
