@@ -32,6 +32,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use daemon::spool::FileState;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
@@ -42,7 +43,6 @@ use protocol::QueueId;
 pub const MODE_WRITING: u32 = 0o600;
 /// Mode of a complete queue file: the owner-execute bit is the completeness mark.
 pub const MODE_COMPLETE: u32 = 0o700;
-const COMPLETE_BIT: u32 = 0o100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -286,35 +286,16 @@ impl Spool {
     }
 
     fn examine(&self, name: &str) -> io::Result<Examined> {
-        let fd = match nix::fcntl::openat(
-            self.dir.as_fd(),
-            name,
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
+        let dead = match daemon::spool::examine(self.dir.as_fd(), name)? {
+            FileState::Complete => return Ok(Examined::Complete),
+            FileState::Writing => return Ok(Examined::Locked),
             // Moved away by qmgr, or removed by its writer, since the listing.
-            Err(Errno::ENOENT) => return Ok(Examined::Gone),
-            Err(e) => return Err(errno(e)),
+            FileState::Gone => return Ok(Examined::Gone),
+            FileState::NotAFile => return Err(io::Error::other("not a regular file")),
+            FileState::Dead(lock) => lock,
         };
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(file) => file,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(Examined::Locked),
-            Err((_, e)) => return Err(errno(e)),
-        };
-        // Examined under the lock: a writer marks its file complete before it lets go.
-        let meta = file.metadata()?;
-        if meta.mode() & COMPLETE_BIT != 0 {
-            return Ok(Examined::Complete);
-        }
-        if meta.nlink() == 0 {
-            return Ok(Examined::Gone);
-        }
         nix::unistd::unlinkat(self.dir.as_fd(), name, UnlinkatFlags::NoRemoveDir).map_err(errno)?;
+        drop(dead);
         tracing::warn!(
             queue_id = name,
             "removed incomplete queue file {}/{name} of a dead writer",

@@ -23,6 +23,7 @@ pub mod args;
 pub mod cleanup_client;
 pub mod date;
 pub mod log;
+pub mod spool;
 
 use std::collections::VecDeque;
 use std::fmt::Display;

@@ -22,15 +22,15 @@
 
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::fcntl::{Flock, FlockArg};
+use std::os::fd::AsFd;
+
+use daemon::spool::FileState;
 use protocol::QueueId;
 
-/// The owner-execute bit: the file is complete.
-pub const COMPLETE_BIT: u32 = 0o100;
 /// The group-execute bit: a delay warning was sent for this message.
 pub const WARNED_BIT: u32 = 0o010;
 
@@ -132,10 +132,6 @@ pub struct Recovery {
 pub struct Spool {
     root: PathBuf,
     dirs: Vec<File>,
-}
-
-fn io_of(e: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
 }
 
 impl Spool {
@@ -262,40 +258,18 @@ impl Spool {
                 source,
             }
         };
-        let path = self.path(Queue::Incoming, id);
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_flags::NOFOLLOW | libc_flags::NONBLOCK)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Incoming::Gone),
-            Err(e) => return Err(err("open")(e)),
+        let dir = self.dirs[Queue::Incoming.index()].as_fd();
+        let dead = match daemon::spool::examine(dir, &id.to_string()).map_err(err("examine"))? {
+            FileState::Complete => return Ok(Incoming::Complete),
+            FileState::Writing => return Ok(Incoming::Writing),
+            FileState::Gone | FileState::NotAFile => return Ok(Incoming::Gone),
+            FileState::Dead(lock) => lock,
         };
-        let meta = file.metadata().map_err(err("examine"))?;
-        if !meta.is_file() {
-            return Ok(Incoming::Gone);
-        }
-        if meta.permissions().mode() & COMPLETE_BIT != 0 {
-            return Ok(Incoming::Complete);
-        }
-        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(f) => f,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(Incoming::Writing),
-            Err((_, e)) => return Err(err("lock")(io_of(e))),
-        };
-        // Examined again under the lock: a writer marks its file complete before it lets go.
-        let meta = file.metadata().map_err(err("examine"))?;
-        if meta.permissions().mode() & COMPLETE_BIT != 0 {
-            return Ok(Incoming::Complete);
-        }
-        if meta.nlink() == 0 {
-            return Ok(Incoming::Gone);
-        }
         if !sweep {
             return Ok(Incoming::Dead);
         }
-        std::fs::remove_file(&path).map_err(err("remove"))?;
+        std::fs::remove_file(self.path(Queue::Incoming, id)).map_err(err("remove"))?;
+        drop(dead);
         Ok(Incoming::Removed)
     }
 
@@ -357,7 +331,6 @@ pub fn mark_warned(file: &File) -> io::Result<()> {
 /// Open flags std does not name.
 mod libc_flags {
     pub const NOFOLLOW: i32 = nix::libc::O_NOFOLLOW;
-    pub const NONBLOCK: i32 = nix::libc::O_NONBLOCK;
 }
 
 #[cfg(test)]
@@ -366,6 +339,8 @@ pub(crate) mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
+
+    use nix::fcntl::{Flock, FlockArg};
 
     pub struct TempSpool {
         pub root: PathBuf,
