@@ -22,8 +22,8 @@ use protocol::Reply;
 
 use crate::config::BareNewline;
 use crate::conn::ConnError;
-use crate::dot::{has_bare_lf, normalize_bare_lf};
 use crate::session::{Bdat, Flow, Session};
+use protocol::smtp::data::{has_bare_lf, normalize_bare_lf};
 
 impl Session<'_, '_> {
     /// Refuses this chunk after reading it; `LAST` ends the transaction.

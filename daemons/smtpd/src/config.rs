@@ -26,16 +26,7 @@ use conf::MainCf;
 use crate::local_recipients::LocalRecipients;
 use policy::{DomainList, DomainListError, Maps, Networks, NetworksError, TableError, Tables};
 
-/// What `smtpd_forbid_bare_newline` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BareNewline {
-    /// A bare LF ends a line and is stored as CRLF; it never ends the data.
-    Normalize,
-    /// A bare LF in a command line or in the content ends the session.
-    Reject,
-    /// Postfix's `no`: treated as [`BareNewline::Normalize`] (see the module header).
-    No,
-}
+pub use protocol::smtp::data::BareNewline;
 
 /// Why the settings cannot run an SMTP server.
 #[derive(Debug, thiserror::Error)]

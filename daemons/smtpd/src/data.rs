@@ -19,8 +19,8 @@ use protocol::cleanup::CHUNK_MAX;
 use protocol::Reply;
 
 use crate::conn::ConnError;
-use crate::dot::{DotReader, Feed};
 use crate::session::{Flow, Session};
+use protocol::smtp::data::{DotReader, Feed};
 
 impl Session<'_, '_> {
     pub(crate) fn data(&mut self, crlf: bool) -> Result<Flow, ConnError> {

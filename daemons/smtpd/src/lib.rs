@@ -8,7 +8,7 @@
 //!
 //! Layout, one module per phase: `config` (every setting, read before the sandbox),
 //! `conn` (the connection, the command-line reader, pipelined replies), `session`
-//! (state and command loop), `ehlo`, `mail`, `rcpt`, `data` (with the `dot` reader),
+//! (state and command loop), `ehlo`, `mail`, `rcpt`, `data` (with `protocol::smtp::data`, the DATA reader),
 //! `bdat`, `simple` (RSET, VRFY, HELP), `received` (the Received: header),
 //! `local_recipients` (`local_recipient_maps`, read before the sandbox). The hand-over
 //! to cleanup is the runtime's `daemon::cleanup_client`, with `smtpd_timeout` as its
@@ -21,7 +21,6 @@ mod bdat;
 pub mod config;
 pub mod conn;
 mod data;
-pub mod dot;
 mod ehlo;
 pub mod local_recipients;
 mod mail;

@@ -830,7 +830,7 @@ fn smuggling_variants_in_each_mode() {
             assert!(!dot_has_bare_lf(text.as_bytes()), "{text:?}");
         }
         let (replies, log) = smuggle("reject", variant);
-        if variant.contains(&b'\n') && crate::dot::has_bare_lf(variant, false) {
+        if variant.contains(&b'\n') && protocol::smtp::data::has_bare_lf(variant, false) {
             assert_eq!(
                 replies,
                 ["521 5.5.2 mx.example.test Error: bare <LF> received\r\n"],
@@ -848,7 +848,7 @@ fn smuggling_variants_in_each_mode() {
 }
 
 fn dot_has_bare_lf(text: &[u8]) -> bool {
-    crate::dot::has_bare_lf(text, false)
+    protocol::smtp::data::has_bare_lf(text, false)
 }
 
 #[test]

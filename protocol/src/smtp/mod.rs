@@ -21,6 +21,7 @@
 //! anywhere in a line: control characters other than tab, and bytes that are not
 //! UTF-8.
 
+pub mod data;
 pub mod params;
 pub mod reply;
 

@@ -19,8 +19,6 @@
 //! the message what the client sent, and the smtp client dot-stuffs it again when it
 //! relays the message.
 
-use crate::config::BareNewline;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// At the start of a line; `after_crlf` when the previous line ended in CRLF.
@@ -33,6 +31,17 @@ enum State {
     Text,
     /// Inside a line, after a CR whose meaning the next octet decides.
     TextCr,
+}
+
+/// What `smtpd_forbid_bare_newline` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNewline {
+    /// A bare LF ends a line and is stored as CRLF; it never ends the data.
+    Normalize,
+    /// A bare LF in a command line or in the content ends the session.
+    Reject,
+    /// Postfix's `no`: treated as [`BareNewline::Normalize`] (see smtpd's configuration).
+    No,
 }
 
 /// What [`DotReader::feed`] found.
