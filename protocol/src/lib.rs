@@ -22,6 +22,7 @@ pub mod codec;
 pub mod control;
 pub mod delivery;
 pub mod fuzz;
+pub mod header;
 pub mod queue;
 pub mod queue_id;
 pub mod service;

@@ -327,19 +327,8 @@ fn read_content(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> 
 
 /// Whether the header section already carries `Delivered-To: addr` (a forwarding loop).
 fn has_delivered_to(content: &[u8], addr: &str) -> bool {
-    let text = String::from_utf8_lossy(content);
-    for line in text.split("\r\n") {
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("delivered-to") && value.trim().eq_ignore_ascii_case(addr)
-            {
-                return true;
-            }
-        }
-    }
-    false
+    let addr = addr.to_lowercase();
+    protocol::header::delivered_to(content).contains(&addr)
 }
 
 /// The message being delivered, as the request and the queue file give it.

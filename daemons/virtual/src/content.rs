@@ -127,7 +127,7 @@ impl<'a> Content<'a> {
             Ok(find_header_end(&header).is_none())
         })?;
         let end = find_header_end(&header).unwrap_or(header.len());
-        Ok(delivered_to_fields(&header[..end]))
+        Ok(protocol::header::delivered_to(&header[..end]))
     }
 }
 
@@ -173,32 +173,6 @@ fn find_header_end(text: &[u8]) -> Option<usize> {
     text.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 2)
-}
-
-fn delivered_to_fields(header: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(header);
-    let mut fields: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(value) = current.as_mut() {
-                value.push_str(line);
-            }
-            continue;
-        }
-        if let Some(value) = current.take() {
-            fields.push(value.trim().to_lowercase());
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim_end().eq_ignore_ascii_case("delivered-to") {
-                current = Some(value.to_owned());
-            }
-        }
-    }
-    if let Some(value) = current.take() {
-        fields.push(value.trim().to_lowercase());
-    }
-    fields
 }
 
 #[cfg(test)]
