@@ -10,7 +10,6 @@
 
 #![forbid(unsafe_code)]
 
-mod header;
 mod service;
 mod spool;
 

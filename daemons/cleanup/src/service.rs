@@ -3,7 +3,7 @@
 //!
 //! Trusts: the decoded messages' values (`protocol` validated each on its own) but not their
 //! order, which is enforced here; not the content, which is copied, with the header section
-//! scanned by [`crate::header`]. The queue directory and the kernel are trusted.
+//! scanned by `protocol::header`. The queue directory and the kernel are trusted.
 //!
 //! Per message: `Begin`, one or more `Recipients`, zero or more `Content`, then `End` (answered
 //! `Queued{id}` once durable, or `Failed`), or `Abort` at any point (no answer). The queue file
@@ -46,8 +46,8 @@ use protocol::queue::{
 };
 use protocol::{Channel, Message, QueueId, ReversePath};
 
-use crate::header::{Additions, HeaderScanner};
 use crate::spool::{NewFile, Spool, SpoolError};
+use protocol::header::{Additions, HeaderScanner};
 
 /// Queue ids tried for one message before giving up: a collision needs two writers with the
 /// same pid and counter in one microsecond, so a second try succeeds unless something is wrong.

@@ -1,8 +1,13 @@
-//! Header fields read back from a message's text (a queue file's content, CRLF line ends), for
-//! the delivery agents' loop check.
+//! A message's header section: scanned as it streams through cleanup ([`HeaderScanner`], in
+//! `scan`), and read back from a queue file's content for the delivery agents' loop check
+//! ([`delivered_to`]).
 //!
 //! Trusts: nothing. The text is whatever a client sent; it is read as lossy UTF-8, only up to the
 //! blank line that ends the header section, and folded fields are unfolded.
+
+mod scan;
+
+pub use scan::{Additions, HeaderScanner};
 
 /// The values of the `Delivered-To:` fields in the header section of `text`, unfolded, trimmed
 /// and in lower case, in order. Scanning stops at the first empty line (or the end of `text`).
