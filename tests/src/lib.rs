@@ -4,3 +4,4 @@
 
 pub mod instance;
 pub mod probe;
+pub mod rng;

@@ -52,6 +52,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use postern_tests::instance::{has_binary, is_root, show, wait_until, Instance};
+use postern_tests::rng::Rng;
 
 /// The EHLO name every client uses.
 const HELO: &str = "client.example.org";
@@ -1143,23 +1144,6 @@ const CONCURRENCY_LIMIT: usize = 20;
 const MESSAGE_SPACING: Duration = Duration::from_millis(40);
 /// The longest the queue may take to drain after the restart.
 const DRAIN_WAIT: Duration = Duration::from_secs(40);
-
-/// splitmix64: small, seedable, good enough to pick kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("POSTERN_DELIVERY_SEED")

@@ -65,6 +65,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use postern_tests::instance::{binary, is_live_spare, read_queued, show, wait_until, Instance};
+use postern_tests::rng::Rng;
 use protocol::cleanup::CHUNK_MAX;
 
 /// SMTP transactions per test.
@@ -133,24 +134,6 @@ struct Scenario {
     kill_spacing: u64,
 }
 
-/// splitmix64: small, seedable, good enough to pick kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 fn seed() -> u64 {
     if let Ok(text) = std::env::var("POSTERN_DURABILITY_SEED") {
         let text = text.trim().trim_start_matches("0x");
@@ -161,7 +144,7 @@ fn seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    Rng(nanos ^ u64::from(std::process::id()).rotate_left(32)).next()
+    Rng(nanos ^ u64::from(std::process::id()).rotate_left(32)).next_u64()
 }
 
 /// A point of a transaction that a client reports to the killer.
@@ -678,12 +661,12 @@ fn run(scenario: Scenario) {
 
     let next = Arc::new(AtomicUsize::new(0));
     let (events_tx, events_rx) = mpsc::channel();
-    let killer_rng = Rng(rng.next());
+    let killer_rng = Rng(rng.next_u64());
     let killer = thread::spawn(move || killer(master, scenario, killer_rng, events_rx));
     let first = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (port, client_rng) = (inst.port(), Rng(rng.next()));
+            let (port, client_rng) = (inst.port(), Rng(rng.next_u64()));
             let (next, events) = (next.clone(), events_tx.clone());
             thread::spawn(move || {
                 client(
