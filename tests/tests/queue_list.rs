@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
+use postern_tests::instance::binary;
 use protocol::bounded::BoundedVec;
 use protocol::queue::{
     ClientInfo, Diagnostic, Envelope, MailFlags, Outcome, Protocol, QueueFile, QueueFileWriter,
@@ -18,19 +19,6 @@ use protocol::queue::{
 use protocol::smtp::EnhancedStatus;
 use protocol::{ForwardPath, Mailbox, QueueId, ReversePath};
 
-fn postern_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_postern-test-service"))
-        .parent()
-        .expect("the test service has a directory")
-        .join("postern");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first (cargo build --workspace --bins)",
-        path.display()
-    );
-    path
-}
-
 struct Run {
     status: i32,
     stdout: String,
@@ -38,7 +26,7 @@ struct Run {
 }
 
 fn postern(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(postern_binary())
+    let output = Command::new(binary("postern"))
         .arg("-c")
         .arg(dir)
         .args(args)
