@@ -164,6 +164,9 @@ pub static PARAMS: &[Param] = &[
     p("local_home_base", "/home", PATH, "Postern: the directory local users' homes lie beneath; the local agent's sandbox covers it, so a home outside it gets no home_mailbox delivery and no .forward."),
     p("local_passwd_file", "/etc/passwd", PATH, "Postern: the passwd(5) file local users are looked up in (unix:passwd.byname)."),
     p("local_group_file", "/etc/group", PATH, "Postern: the group(5) file a local user's supplementary groups are read from."),
+    p("deliver_lock_attempts", "20", int(1), "How many times the local and virtual agents try to lock a mailbox before the delivery is deferred."),
+    p("deliver_lock_delay", "1s", secs(1), "The pause between two attempts to lock a mailbox."),
+    p("stale_lock_time", "500s", secs(1), "A dot-lock file older than this was left by a dead process and is removed."),
     // --- queue manager ---
     p("minimal_backoff_time", "300s", secs(1), "The shortest time a deferred message waits before the next attempt."),
     p("maximal_backoff_time", "4000s", secs(1), "The longest time a deferred message waits before the next attempt."),

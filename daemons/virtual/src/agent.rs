@@ -19,11 +19,9 @@ use std::fs::File;
 use protocol::delivery::{FromAgent, ToAgent};
 use protocol::{Channel, ChannelError};
 
+use mailbox::{maildir, mbox, Content, Envelope, Verdict};
+
 use crate::config::{mailbox_path, Config};
-use crate::content::Content;
-use crate::maildir::{self, Envelope};
-use crate::mbox;
-use crate::Verdict;
 
 /// Serves `channel` until the queue manager closes it.
 pub fn serve(channel: &Channel, from: &str, config: &Config) -> Result<(), ChannelError> {
@@ -109,7 +107,7 @@ fn deliver_one(
     if delivered_to.contains(&recipient.to_lowercase()) {
         return Verdict::bounced(4, 6, "mail forwarding loop for ".to_owned() + &recipient);
     }
-    let Some((target, is_maildir)) = mailbox_path(&config.base, value) else {
+    let Some((target, is_maildir)) = mailbox_path(value) else {
         return Verdict::deferred(
             3,
             5,
@@ -122,23 +120,36 @@ fn deliver_one(
         sender,
         recipient: &recipient,
     };
+    // Every mailbox below the base belongs to this agent's one uid.
+    let owner = nix::unistd::geteuid().as_raw();
     if is_maildir {
         maildir::deliver(
+            &config.base,
             &target,
             &env,
             content,
-            config.mailbox_limit,
-            &config.hostname,
+            &maildir::Options {
+                limit: config.mailbox_limit,
+                hostname: &config.hostname,
+                owner,
+            },
         )
     } else {
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = mailbox::dirs::ensure(&config.base, parent, owner) {
+                return Verdict::refused_dir(&e);
+            }
+        }
         mbox::deliver(
-            &target,
+            &config.base.join(&target),
             &env,
             content,
             &mbox::Options {
+                kind: mbox::Kind::Mailbox { owner },
                 limit: config.mailbox_limit,
-                lock_attempts: config.lock_attempts,
-                lock_delay: config.lock_delay,
+                lock: config.lock,
+                dotlock: mbox::DotLocking::Take,
+                create: true,
             },
         )
     }
@@ -206,8 +217,11 @@ mod tests {
             maps: policy::Maps::from_tables(vec![policy::Table::parse("vmailbox", table).unwrap()]),
             mailbox_limit: 0,
             hostname: "mx.example.test".into(),
-            lock_attempts: 2,
-            lock_delay: Duration::from_millis(10),
+            lock: mailbox::LockOptions {
+                attempts: 2,
+                delay: Duration::from_millis(10),
+                ..mailbox::LockOptions::default()
+            },
         }
     }
 

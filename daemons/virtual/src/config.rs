@@ -8,22 +8,14 @@
 //! - There is no `recipient_delimiter` parameter yet (Postfix's default is empty), so
 //!   `user+ext@domain` is looked up as written and then as `@domain`.
 //! - Locking an mbox file: Postfix's `deliver_lock_attempts` (20) and
-//!   `deliver_lock_delay` (1 s) are fixed here as [`LOCK_ATTEMPTS`] and [`LOCK_DELAY`];
-//!   a dot-lock older than Postfix's `stale_lock_time` (500 s) is removed.
+//!   `deliver_lock_delay` (1 s), and a dot-lock older than Postfix's `stale_lock_time`
+//!   (500 s) is removed: `mailbox::LockOptions`, from main.cf.
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 use conf::MainCf;
 use policy::{Maps, TableError};
-
-/// How many times a locked mbox file is tried before the delivery is deferred.
-pub const LOCK_ATTEMPTS: u32 = 20;
-/// The pause between two lock attempts.
-pub const LOCK_DELAY: Duration = Duration::from_secs(1);
-/// A dot-lock file older than this is left over by a dead process and is removed.
-pub const STALE_LOCK_TIME: Duration = Duration::from_secs(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,8 +47,7 @@ pub struct Config {
     pub mailbox_limit: u64,
     /// `myhostname`, in Maildir file names.
     pub hostname: String,
-    pub lock_attempts: u32,
-    pub lock_delay: Duration,
+    pub lock: mailbox::LockOptions,
 }
 
 fn conf_err(name: &'static str) -> impl FnOnce(conf::ConfError) -> ConfigError {
@@ -93,16 +84,36 @@ impl Config {
                 .map_err(conf_err("myhostname"))?
                 .trim()
                 .to_owned(),
-            lock_attempts: LOCK_ATTEMPTS,
-            lock_delay: LOCK_DELAY,
+            lock: lock_options(s)?,
         })
     }
 }
 
-/// Where a table value puts a mailbox: `Some((path, maildir))` when the value is a
-/// usable relative path (a trailing `/` means Maildir), `None` when it would leave the
-/// base or is empty.
-pub fn mailbox_path(base: &Path, value: &str) -> Option<(PathBuf, bool)> {
+/// Postfix's `deliver_lock_attempts`, `deliver_lock_delay` and `stale_lock_time`.
+pub fn lock_options(s: &MainCf) -> Result<mailbox::LockOptions, ConfigError> {
+    let attempts = s
+        .get_int("deliver_lock_attempts")
+        .map_err(conf_err("deliver_lock_attempts"))?;
+    let attempts = u32::try_from(attempts).map_err(|_| ConfigError::Value {
+        name: "deliver_lock_attempts",
+        value: attempts.to_string(),
+        why: "too large",
+    })?;
+    Ok(mailbox::LockOptions {
+        attempts,
+        delay: s
+            .get_time("deliver_lock_delay")
+            .map_err(conf_err("deliver_lock_delay"))?,
+        stale_after: s
+            .get_time("stale_lock_time")
+            .map_err(conf_err("stale_lock_time"))?,
+    })
+}
+
+/// Where a table value puts a mailbox: `Some((relative path, maildir))` when the value
+/// is a usable relative path below the base (a trailing `/` means Maildir), `None` when
+/// it would leave the base or is empty.
+pub fn mailbox_path(value: &str) -> Option<(PathBuf, bool)> {
     let maildir = value.ends_with('/');
     let relative = Path::new(value);
     let mut normal = 0;
@@ -117,7 +128,7 @@ pub fn mailbox_path(base: &Path, value: &str) -> Option<(PathBuf, bool)> {
     if normal == 0 || value.split('/').any(|part| part == "." || part == "..") {
         return None;
     }
-    Some((base.join(relative), maildir))
+    Some((relative.to_path_buf(), maildir))
 }
 
 #[cfg(test)]
@@ -157,17 +168,16 @@ mod tests {
 
     #[test]
     fn mailbox_paths_stay_below_the_base() {
-        let base = Path::new("/srv/mail");
         assert_eq!(
-            mailbox_path(base, "example.test/u/"),
-            Some((PathBuf::from("/srv/mail/example.test/u/"), true))
+            mailbox_path("example.test/u/"),
+            Some((PathBuf::from("example.test/u/"), true))
         );
         assert_eq!(
-            mailbox_path(base, "example.test/u"),
-            Some((PathBuf::from("/srv/mail/example.test/u"), false))
+            mailbox_path("example.test/u"),
+            Some((PathBuf::from("example.test/u"), false))
         );
         for bad in ["/etc/passwd", "../x", "a/../../x", "", "/", "./x", "a/./b"] {
-            assert_eq!(mailbox_path(base, bad), None, "{bad}");
+            assert_eq!(mailbox_path(bad), None, "{bad}");
         }
     }
 }

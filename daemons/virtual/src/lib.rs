@@ -8,21 +8,15 @@
 //! is bounded). Its landlock ruleset is the mailbox base alone; it has no network and
 //! no path to the spool (the queue file arrives as a read-only descriptor).
 //!
-//! Modules: `config` (settings and tables), `content` (the message text read from the
-//! queue file descriptor with `pread`), `maildir` and `mbox` (the two mailbox formats),
-//! `agent` (one request: per recipient lookup, loop check, delivery, result).
+//! Modules: `config` (settings and tables), `agent` (one request: per recipient lookup,
+//! loop check, delivery, result). The mailboxes are written by the `mailbox` crate, the
+//! one writer the local agent uses too (checks, locks and file names alike).
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod config;
-pub mod content;
-pub mod maildir;
-pub mod mbox;
-mod outcome;
-#[cfg(test)]
-mod testing;
 
 pub use agent::serve;
 pub use config::{Config, ConfigError};
-pub use outcome::Verdict;
+pub use mailbox::Verdict;

@@ -50,7 +50,7 @@ impl Verdict {
     /// A system error while delivering: `what` says what was being done, the error
     /// text carries the errno.
     pub fn from_io(what: &str, e: &io::Error) -> Verdict {
-        let text = format!("{what}: {e}");
+        let text = format!("{what}: {}", describe(e));
         if crate::content::is_queue_read_error(e) {
             return Verdict::deferred(3, 0, text);
         }
@@ -58,6 +58,40 @@ impl Verdict {
             Some(libc::ENOSPC) => Verdict::deferred(3, 0, text),
             Some(libc::EDQUOT) | Some(libc::EFBIG) => Verdict::bounced(2, 2, text),
             _ => Verdict::deferred(2, 0, text),
+        }
+    }
+
+    /// A mailbox or file that `safe_open` would not write: deferred `4.2.0` and logged as
+    /// a warning (someone may have planted it), or for a system error, the errno's status.
+    /// For a file destination (`file`), a missing directory or another error that is not
+    /// temporary bounces `5.2.0`, Postfix's status for `cannot open file`.
+    pub fn refused(e: &crate::safe_open::Refusal, file: bool) -> Verdict {
+        use crate::safe_open::Refusal;
+        match e {
+            Refusal::Io { what, path, source } => {
+                let v = Verdict::from_io(&format!("cannot open {what} {path}"), source);
+                if file && v.status.class() == 4 && v.status.subject() == 2 && !temporary(source) {
+                    return Verdict::bounced(2, 0, v.text);
+                }
+                v
+            }
+            refusal => {
+                tracing::warn!("{refusal}");
+                Verdict::deferred(2, 0, refusal.to_string())
+            }
+        }
+    }
+
+    /// A directory on the way to a mailbox that is not used (see `dirs`).
+    pub fn refused_dir(e: &crate::dirs::DirRefusal) -> Verdict {
+        match e {
+            crate::dirs::DirRefusal::Io { path, source } => {
+                Verdict::from_io(&format!("cannot create directory {path}"), source)
+            }
+            refusal => {
+                tracing::warn!("{refusal}");
+                Verdict::deferred(2, 0, refusal.to_string())
+            }
         }
     }
 
@@ -81,6 +115,24 @@ impl Verdict {
             Diagnostic::new("delivery status text unavailable").expect("a literal diagnostic")
         })
     }
+}
+
+/// An errno as the C library words it (`No such file or directory`), without Rust's
+/// `(os error N)` suffix; other errors as they display.
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// Errors that go away by themselves (Postfix's `mbox_dsn`: `EAGAIN`, `ESTALE`, a full
+/// file system).
+fn temporary(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::ESTALE | libc::ENOSPC | libc::EINTR)
+    )
 }
 
 #[cfg(test)]
