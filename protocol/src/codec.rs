@@ -69,6 +69,8 @@ pub enum InvalidValue {
     Header(#[from] HeaderError),
     #[error(transparent)]
     Delivery(crate::delivery::DeliveryError),
+    #[error(transparent)]
+    LocalChild(crate::local::ChildReportError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

@@ -23,6 +23,7 @@ pub mod control;
 pub mod delivery;
 pub mod fuzz;
 pub mod header;
+pub mod local;
 pub mod queue;
 pub mod queue_id;
 pub mod service;

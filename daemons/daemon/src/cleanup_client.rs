@@ -96,6 +96,19 @@ impl CleanupLink {
         self.channel.is_some()
     }
 
+    /// The open channel's descriptor: a forked child that carries a message on (the `local`
+    /// agent's forwarding child) keeps it open.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.channel.as_ref().map(|c| c.as_fd().as_raw_fd())
+    }
+
+    /// Forgets the channel (a child used it and its state is unknown); the next message opens
+    /// a new one, and cleanup discards whatever the old one carried.
+    pub fn reset(&mut self) {
+        self.channel = None;
+    }
+
     /// Hands over a whole message: `begin`, the recipients, `parts` one after the other as the
     /// content, `End`; returns cleanup's answer.
     pub fn hand_over(

@@ -1,54 +1,71 @@
-//! One delivery in a child process: fork, become the recipient, confine, write.
+//! One delivery in a child process: fork, become the recipient, confine, check, write.
 //!
-//! Trusts: the destination the resolver chose (from first-hand tables) and the message text,
-//! which is written as data only. Does not trust: the mailbox paths (a user controls their
-//! home: files are opened with `O_NOFOLLOW`, and the child's landlock layer and ids bound what
-//! a planted symlink could reach), or a command (it runs as its user, confined, with a time
-//! limit).
+//! Trusts: the destination the resolver chose (from first-hand tables). Does not trust: the
+//! message (a remote client's bytes, read by the child from the queue file descriptor), the
+//! mailbox paths (a user controls their home, and someone may have planted a file in the
+//! spool: every file is opened through `mailbox::safe_open`), a `.forward` (its owner's
+//! words, read and parsed by a child running as that owner), or a command (it runs as its
+//! user, confined, in its own session, with a time limit).
+//!
+//! What the privileged parent itself does, and nothing more: for a spool mailbox it makes the
+//! file when it is missing (`O_EXCL|O_NOFOLLOW`, 0600, `fchown` to the recipient, in a
+//! directory no user can write) and holds the dot-lock while the child writes; it forks, waits
+//! with a deadline, and decodes the child's one report (`protocol::local::FromDeliveryChild`,
+//! postcard over a pipe). It reads no byte of the message and no byte of a user's file.
 //!
 //! Decisions:
-//! - The child reports through a pipe: one status line `CODE TEXT` (2.0.0, 4.x.x or 5.x.x)
-//!   the parent maps to the result; a child that dies without one is a 4.3.0 deferral.
-//! - Mailbox text has LF line ends (the queue stores CRLF), as Postfix writes mailboxes.
-//! - Maildir (`home_mailbox` ending in `/`): `tmp/` → fsync → rename into `new/` → fsync of
-//!   `new/`, file mode 0600, name `SECONDS.PPID_COUNT.HOST`; the directories are made 0700.
-//! - mbox (the spool file, `home_mailbox` without `/`, or a `/file` destination): a dot-lock
-//!   `NAME.lock` made with `O_EXCL` (retried for up to 10 s, a lock older than 5 min removed,
-//!   as Postfix's `stale_lock_time`), then an `fcntl` write lock, a `From SENDER DATE` line,
-//!   `>From ` quoting, a blank line at the end; a failed write is cut back with `ftruncate`.
-//!   A new mbox is made 0600 by the recipient (the spool must let users create their file,
-//!   as `/var/mail` with mode 1777 does).
-//! - `|command`: `/bin/sh -c COMMAND` in the recipient's home, an environment of exactly
-//!   `HOME USER LOGNAME SHELL RECIPIENT SENDER PATH=/usr/bin:/bin`; the message on stdin;
-//!   stdout and stderr collected (first 400 octets kept for the diagnostic); exit 0 →
-//!   delivered, 75 (EX_TEMPFAIL) → deferred 4.3.0, any other status or signal → bounced
-//!   5.3.0, more than `command_time_limit` → killed and deferred 4.3.0, as Postfix.
+//! - Before it writes, the child checks the message's header for `Delivered-To: RECIPIENT`
+//!   (a forwarding loop bounces `5.4.6`, as Postfix), so the parent never reads the header.
+//! - The child closes every inherited descriptor but its report pipe and the queue file: a
+//!   child that a hostile `.forward` or message subverted cannot write to the queue manager's
+//!   or cleanup's channel.
+//! - Mailboxes are written by the `mailbox` crate (shared with `virtual`): Maildir in the home
+//!   (`home_mailbox` ending in `/`), an mbox in the home, the spool mbox, or a file an alias or
+//!   `.forward` names (no owner check, a missing directory bounces `5.2.0`, as Postfix).
+//! - `/dev/null` as a file destination is delivered without a child and without writing, as
+//!   Postfix's `local` does.
+//! - `|command`: `/bin/sh -c COMMAND` in the recipient's home, in a session of its own
+//!   (`setsid`), with exactly `HOME USER LOGNAME SHELL RECIPIENT SENDER PATH=/usr/bin:/bin`;
+//!   the message (LF line ends) on stdin; stdout and stderr collected (400 octets kept for the
+//!   diagnostic). The command has finished when it has exited and its output is closed: a
+//!   process it left in the background holding the output keeps it running. At
+//!   `command_time_limit` the whole process group is killed and the delivery deferred
+//!   (`4.3.0 Command time limit exceeded`). Exit statuses map as Postfix's `sys_exits` table
+//!   ([`sys_exit`]); any other non-zero status or a signal bounces `5.3.0`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use mailbox::{dirs, dotlock, maildir, mbox, safe_open, Content, Envelope, LockOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
+use protocol::local::{ForwardEntry, FromDeliveryChild, MAX_REPORT};
+use protocol::queue::Diagnostic;
 use sandbox::{FsAccess, FsRule, Identity};
 
-/// Longest status line a child sends back.
-const MAX_REPORT: usize = 512;
 /// Command output kept for the diagnostic.
 const MAX_OUTPUT: usize = 400;
-/// How long to wait for a dot-lock, and when one is stale.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-const STALE_LOCK: Duration = Duration::from_secs(300);
+/// The largest `.forward` read.
+const MAX_FORWARD: u64 = 64 * 1024;
+/// Descriptors below this are closed in a child unless it keeps them (the agent holds a
+/// handful; its `RLIMIT_NOFILE` is the master's, and channels are numbered low).
+const CLOSE_BELOW: RawFd = 1024;
 
 /// What a child writes, and where.
 #[derive(Debug, Clone)]
 pub enum Sink {
-    Maildir(PathBuf),
-    Mbox(PathBuf),
+    /// A Maildir below the recipient's home.
+    Maildir { home: PathBuf, relative: PathBuf },
+    /// An mbox file below the recipient's home.
+    HomeMbox { home: PathBuf, relative: PathBuf },
+    /// `mail_spool_directory/USER`: made and dot-locked by the parent.
+    SpoolMbox(PathBuf),
+    /// A file an alias, include list or `.forward` names.
+    File(PathBuf),
     Command {
         command: String,
         home: PathBuf,
@@ -71,6 +88,10 @@ impl Report {
             text: text.into(),
         }
     }
+
+    fn of(v: &mailbox::Verdict) -> Report {
+        Report::new(&v.status.to_string(), v.text.clone())
+    }
 }
 
 /// A delivery to run: as whom, confined to what, writing what.
@@ -78,48 +99,129 @@ pub struct Job<'a> {
     pub identity: Identity,
     pub rules: Vec<FsRule>,
     pub sink: Sink,
-    /// Header lines to put first (Return-Path, Delivered-To), CRLF ends.
-    pub prepend: &'a [u8],
-    /// The message text as queued (CRLF ends).
-    pub content: &'a [u8],
-    /// For the mbox `From ` line.
-    pub sender: &'a str,
+    /// `Return-Path:` (the sender without brackets, empty for `<>`) and `Delivered-To:`
+    /// (the recipient address, also the loop check's key).
+    pub envelope: Envelope<'a>,
+    pub content: &'a Content<'a>,
     pub hostname: &'a str,
+    pub lock: LockOptions,
     /// A bound on the whole child, beyond a command's own limit.
     pub deadline: Duration,
 }
 
 /// Runs `job` in a forked child and returns what it reported.
 pub fn run(job: &Job<'_>) -> Report {
+    if let Sink::File(path) = &job.sink {
+        if path == Path::new("/dev/null") {
+            return Report::new("2.0.0", "delivered to file: /dev/null");
+        }
+    }
+    // The privileged side of a spool mailbox: make it the recipient's before anyone else can,
+    // and hold its dot-lock (the directory is not writable by the recipient).
+    let _held = match &job.sink {
+        Sink::SpoolMbox(path) => {
+            if let Err(e) = safe_open::create_for(path, job.identity.uid, job.identity.gid) {
+                return Report::of(&mailbox::Verdict::refused(&e, false));
+            }
+            match dotlock::acquire(path, &job.lock) {
+                Ok(lock) => Some(lock),
+                Err(e @ dotlock::LockError::Held { .. }) => {
+                    return Report::new("4.2.0", e.to_string())
+                }
+                Err(dotlock::LockError::Io { lock, source }) => {
+                    return Report::of(&mailbox::Verdict::from_io(
+                        &format!("cannot create dot-lock {lock}"),
+                        &source,
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+    let keep = [job.content.file().as_raw_fd()];
+    in_child(&keep, job.deadline, || child(job))
+}
+
+/// Forks; the child closes every descriptor but `keep` and its report pipe, runs `body` and
+/// reports through the pipe; the parent waits at most `deadline` and decodes the report.
+pub fn in_child(
+    keep: &[RawFd],
+    deadline: Duration,
+    body: impl FnOnce() -> FromDeliveryChild,
+) -> Report {
     let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return Report::new("4.3.0", format!("cannot make a pipe: {e}")),
     };
-    // INVARIANT: this daemon is single-threaded (its sandbox refused a second thread).
-    let forked = sandbox::fork_delivery_child();
-    match forked {
+    // INVARIANT: this daemon is single-threaded (its sandbox refused a second thread), so the
+    // child may run ordinary code.
+    match sandbox::fork_delivery_child() {
         Err(e) => Report::new("4.3.0", format!("cannot fork: {e}")),
         Ok(ForkResult::Child) => {
             drop(rd);
-            let report = child(job);
+            let mut kept = keep.to_vec();
+            kept.push(wr.as_raw_fd());
+            close_all_but(&kept);
+            let report = body();
             let mut out = File::from(wr);
-            let line = format!("{} {}", report.status, report.text);
-            let _ = out.write_all(&line.as_bytes()[..line.len().min(MAX_REPORT)]);
-            let code = match report.status.as_bytes().first() {
-                Some(b'2') => 0,
-                Some(b'4') => 75,
-                _ => 1,
+            let code = match &report {
+                FromDeliveryChild::Result { status, .. } => match status.class() {
+                    2 => 0,
+                    4 => 75,
+                    _ => 1,
+                },
+                _ => 0,
             };
+            if let Ok(bytes) = protocol::encode(&report) {
+                let _ = out.write_all(&bytes);
+            }
             std::process::exit(code);
         }
         Ok(ForkResult::Parent { child }) => {
             drop(wr);
-            parent(child, rd, job.deadline)
+            let (bytes, status) = wait_for_report(child, rd, deadline);
+            match status {
+                None => Report::new(
+                    "4.3.0",
+                    "delivery timed out; the delivery process was killed",
+                ),
+                Some(status) => match protocol::decode::<FromDeliveryChild>(&bytes) {
+                    Ok(FromDeliveryChild::Result { status, diagnostic }) => {
+                        Report::new(&status.to_string(), diagnostic.as_str())
+                    }
+                    Ok(other) => Report::new(
+                        "4.3.0",
+                        format!(
+                            "the delivery process sent {} instead of a result",
+                            other_kind(&other)
+                        ),
+                    ),
+                    Err(e) => Report::new(
+                        "4.3.0",
+                        format!("delivery process ended without a valid report ({e}): {status:?}"),
+                    ),
+                },
+            }
         }
     }
 }
 
-fn parent(child: Pid, rd: OwnedFd, deadline: Duration) -> Report {
+fn other_kind(m: &FromDeliveryChild) -> &'static str {
+    protocol::Message::kind(m)
+}
+
+/// Closes every descriptor from 3 up that is not in `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    for fd in 3..CLOSE_BELOW {
+        if !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// Reads the child's report until EOF, at most [`MAX_REPORT`] octets, within `deadline`, and
+/// reaps the child; `None` when the deadline passed (the child was killed).
+fn wait_for_report(child: Pid, rd: OwnedFd, deadline: Duration) -> (Vec<u8>, Option<WaitStatus>) {
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut file = File::from(rd);
@@ -139,11 +241,11 @@ fn parent(child: Pid, rd: OwnedFd, deadline: Duration) -> Report {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break false,
         }
-        let mut chunk = [0u8; 256];
+        let mut chunk = [0u8; 4096];
         match file.read(&mut chunk) {
             Ok(0) => break false,
             Ok(n) => {
-                if buf.len() < MAX_REPORT {
+                if buf.len() + n <= MAX_REPORT {
                     buf.extend_from_slice(&chunk[..n]);
                 }
             }
@@ -161,21 +263,9 @@ fn parent(child: Pid, rd: OwnedFd, deadline: Duration) -> Report {
         }
     };
     if timed_out {
-        return Report::new(
-            "4.3.0",
-            "delivery timed out; the delivery process was killed",
-        );
+        return (buf, None);
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    if let Some((code, rest)) = text.split_once(' ') {
-        if code.len() == 5 && matches!(code.as_bytes()[0], b'2' | b'4' | b'5') {
-            return Report::new(code, clean(rest));
-        }
-    }
-    Report::new(
-        "4.3.0",
-        format!("delivery process ended without a report: {status:?}"),
-    )
+    (buf, Some(status.unwrap_or(WaitStatus::StillAlive)))
 }
 
 /// Printable text for a diagnostic: control characters become spaces.
@@ -187,204 +277,148 @@ pub fn clean(s: &str) -> String {
         .to_owned()
 }
 
-fn child(job: &Job<'_>) -> Report {
-    match sandbox::confine_delivery("local", &job.identity, &job.rules) {
-        Ok(c) => tracing::debug!(uid = c.uid, gid = c.gid, "delivery child confined"),
-        Err(e) => return Report::new("4.3.0", format!("cannot confine the delivery: {e}")),
+/// A report as the child sends it: a status and a diagnostic (cleaned and cut to fit).
+pub fn result(status: &str, text: &str) -> FromDeliveryChild {
+    let status = status
+        .parse()
+        .or_else(|_| "4.3.0".parse())
+        .unwrap_or_else(|_| unreachable_status());
+    let mut text = clean(text);
+    let mut cut = text.len().min(protocol::queue::MAX_DIAGNOSTIC_LEN);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
     }
-    if let Sink::Maildir(dir) = &job.sink {
-        for sub in ["", "tmp", "new", "cur"] {
-            let path = dir.join(sub);
-            match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Report::new(
-                        "4.2.0",
-                        format!("cannot create maildir {}: {e}", path.display()),
-                    )
+    text.truncate(cut);
+    FromDeliveryChild::Result {
+        status,
+        diagnostic: Diagnostic::new(&text)
+            .or_else(|_| Diagnostic::new("delivery report unprintable"))
+            .unwrap_or_else(|_| unreachable_diagnostic()),
+    }
+}
+
+fn unreachable_status() -> protocol::EnhancedStatus {
+    // "4.3.0" is a literal valid status: this is never reached.
+    protocol::EnhancedStatus::new(4, 3, 0).unwrap_or_else(|_| unreachable_status())
+}
+
+fn unreachable_diagnostic() -> Diagnostic {
+    // A constant short printable text is always a valid diagnostic.
+    Diagnostic::new("").unwrap_or_else(|_| unreachable_diagnostic())
+}
+
+fn from_verdict(v: &mailbox::Verdict) -> FromDeliveryChild {
+    result(&v.status.to_string(), &v.text)
+}
+
+fn child(job: &Job<'_>) -> FromDeliveryChild {
+    // The uid the child now runs as (the recipient's; unprivileged, the invoking user's) is the
+    // owner every mailbox file and directory must have.
+    let owner = match sandbox::confine_delivery("local", &job.identity, &job.rules) {
+        Ok(c) => c.uid,
+        Err(e) => return result("4.3.0", &format!("cannot confine the delivery: {e}")),
+    };
+    // The loop check reads the message's header: here, as the recipient, not in the parent.
+    match job.content.delivered_to() {
+        Ok(seen) if seen.contains(&job.envelope.recipient.to_lowercase()) => {
+            return result(
+                "5.4.6",
+                &format!("mail forwarding loop for {}", job.envelope.recipient),
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return result("4.3.0", &format!("cannot read the queue file: {e}")),
+    }
+    let mailbox_opts = |dotlock, create| mbox::Options {
+        kind: mbox::Kind::Mailbox { owner },
+        limit: 0,
+        lock: job.lock,
+        dotlock,
+        create,
+    };
+    let verdict = match &job.sink {
+        Sink::Maildir { home, relative } => maildir::deliver(
+            home,
+            relative,
+            &job.envelope,
+            job.content,
+            &maildir::Options {
+                limit: 0,
+                hostname: job.hostname,
+                owner,
+            },
+        ),
+        Sink::HomeMbox { home, relative } => {
+            if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if let Err(e) = dirs::ensure(home, parent, owner) {
+                    return from_verdict(&mailbox::Verdict::refused_dir(&e));
                 }
             }
+            mbox::deliver(
+                &home.join(relative),
+                &job.envelope,
+                job.content,
+                &mailbox_opts(mbox::DotLocking::Take, true),
+            )
         }
-    }
-    let text = mailbox_text(job.prepend, job.content);
-    match &job.sink {
-        Sink::Maildir(dir) => maildir(dir, &text, job.hostname),
-        Sink::Mbox(path) => mbox(path, &text, job.sender),
+        Sink::SpoolMbox(path) => mbox::deliver(
+            path,
+            &job.envelope,
+            job.content,
+            &mailbox_opts(mbox::DotLocking::Held, false),
+        ),
+        Sink::File(path) => mbox::deliver(
+            path,
+            &job.envelope,
+            job.content,
+            &mbox::Options {
+                kind: mbox::Kind::File,
+                limit: 0,
+                lock: job.lock,
+                dotlock: mbox::DotLocking::MayFail,
+                create: true,
+            },
+        ),
         Sink::Command {
             command,
             home,
             env,
             limit,
-        } => run_command(command, home, env, &text, *limit),
-    }
-}
-
-/// Header lines first, then the content; CRLF becomes LF.
-pub fn mailbox_text(prepend: &[u8], content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prepend.len() + content.len());
-    for part in [prepend, content] {
-        let mut i = 0;
-        while i < part.len() {
-            if part[i] == b'\r' && part.get(i + 1) == Some(&b'\n') {
-                i += 1;
-                continue;
+        } => {
+            let mut text = mailbox::prepended(&job.envelope).into_bytes();
+            if let Err(e) = job.content.copy_lf(&mut text, false) {
+                return result("4.3.0", &format!("cannot read the queue file: {e}"));
             }
-            out.push(part[i]);
-            i += 1;
-        }
-    }
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    out
-}
-
-fn maildir(dir: &Path, text: &[u8], hostname: &str) -> Report {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let host: String = hostname
-        .chars()
-        .map(|c| if c == '/' || c == ':' { '_' } else { c })
-        .collect();
-    let name = format!(
-        "{}.M{}P{}.{}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id(),
-        host
-    );
-    let tmp = dir.join("tmp").join(&name);
-    let new = dir.join("new").join(&name);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text)?;
-            f.sync_all()
-        });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Report::new("4.2.0", format!("cannot write {}: {e}", tmp.display()));
-    }
-    if let Err(e) = fs::rename(&tmp, &new) {
-        let _ = fs::remove_file(&tmp);
-        return Report::new(
-            "4.2.0",
-            format!("cannot rename into {}: {e}", new.display()),
-        );
-    }
-    if let Err(e) = File::open(dir.join("new")).and_then(|d| d.sync_all()) {
-        return Report::new("4.2.0", format!("cannot sync {}/new: {e}", dir.display()));
-    }
-    Report::new("2.0.0", format!("delivered to maildir {}", dir.display()))
-}
-
-/// `From ` line date: asctime form in UTC.
-fn from_date() -> String {
-    let d = daemon::date::rfc5322(SystemTime::now());
-    // "Mon, 30 Nov 2026 13:34:55 +0000" -> "Mon Nov 30 13:34:55 2026"
-    let p: Vec<&str> = d.split_whitespace().collect();
-    if p.len() < 5 {
-        return d;
-    }
-    format!(
-        "{} {} {:>2} {} {}",
-        p[0].trim_end_matches(','),
-        p[2],
-        p[1],
-        p[4],
-        p[3]
-    )
-}
-
-fn mbox(path: &Path, text: &[u8], sender: &str) -> Report {
-    let lock = PathBuf::from(format!("{}.lock", path.display()));
-    let start = Instant::now();
-    loop {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let stale = fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE_LOCK);
-                if stale {
-                    let _ = fs::remove_file(&lock);
-                    continue;
-                }
-                if start.elapsed() > LOCK_WAIT {
-                    return Report::new(
-                        "4.2.0",
-                        format!("cannot lock {}: {} exists", path.display(), lock.display()),
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            if !text.ends_with(b"\n") {
+                text.push(b'\n');
             }
-            // No right to make a lock file (a spool users cannot write): go on with the
-            // fcntl lock alone, as Postfix does when the dot-lock cannot be made.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => break,
-            Err(e) => return Report::new("4.2.0", format!("cannot lock {}: {e}", lock.display())),
+            let r = run_command(command, home, env, &text, *limit);
+            return result(&r.status, &r.text);
         }
-    }
-    let result = append_mbox(path, text, sender);
-    let _ = fs::remove_file(&lock);
-    result
+    };
+    from_verdict(&verdict)
 }
 
-fn append_mbox(path: &Path, text: &[u8], sender: &str) -> Report {
-    let mut file = match OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) => return Report::new("4.2.0", format!("cannot open {}: {e}", path.display())),
-    };
-    match file.metadata() {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Report::new("5.2.0", format!("{} is not a regular file", path.display())),
-        Err(e) => return Report::new("4.2.0", format!("cannot stat {}: {e}", path.display())),
-    }
-    let flock = libc::flock {
-        l_type: libc::F_WRLCK as i16,
-        l_whence: libc::SEEK_SET as i16,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    if let Err(e) = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLKW(&flock)) {
-        return Report::new("4.2.0", format!("cannot lock {}: {e}", path.display()));
-    }
-    let size = match file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return Report::new("4.2.0", format!("cannot stat {}: {e}", path.display())),
-    };
-    let mut out = format!("From {} {}\n", sender, from_date()).into_bytes();
-    for line in text.split_inclusive(|b| *b == b'\n') {
-        if line.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    out.push(b'\n');
-    if let Err(e) = file.write_all(&out).and_then(|()| file.sync_all()) {
-        let _ = file.set_len(size);
-        return Report::new("4.2.0", format!("cannot write {}: {e}", path.display()));
-    }
-    Report::new("2.0.0", format!("delivered to mailbox {}", path.display()))
+/// Postfix's `sys_exits` table: the status and text of an exit code from `sysexits.h`.
+pub fn sys_exit(code: i32) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        64 => ("5.3.0", "command line usage error"),
+        65 => ("5.6.0", "data format error"),
+        66 => ("5.3.0", "cannot open input"),
+        67 => ("5.1.1", "user unknown"),
+        68 => ("5.1.2", "host name unknown"),
+        69 => ("5.3.0", "service unavailable"),
+        70 => ("5.3.0", "internal software error"),
+        71 => ("4.3.0", "system resource problem"),
+        72 => ("5.3.0", "critical OS file missing"),
+        73 => ("5.2.0", "can't create user output file"),
+        74 => ("5.3.0", "input/output error"),
+        75 => ("4.3.0", "temporary failure"),
+        76 => ("5.5.0", "remote error in protocol"),
+        77 => ("5.7.0", "permission denied"),
+        78 => ("5.3.5", "local configuration error"),
+        _ => return None,
+    })
 }
 
 fn run_command(
@@ -395,10 +429,12 @@ fn run_command(
     limit: Duration,
 ) -> Report {
     let cstr = |s: &str| std::ffi::CString::new(s).ok();
-    let (Some(sh), Some(dash_c), Some(cmd)) = (cstr("/bin/sh"), cstr("-c"), cstr(command)) else {
+    let (Some(sh), Some(arg0), Some(dash_c), Some(cmd)) =
+        (cstr("/bin/sh"), cstr("sh"), cstr("-c"), cstr(command))
+    else {
         return Report::new("5.3.0", "a NUL in the command");
     };
-    let argv = [cstr("sh").unwrap_or_default(), dash_c, cmd];
+    let argv = [arg0, dash_c, cmd];
     let envp: Vec<std::ffi::CString> = env
         .iter()
         .filter_map(|(k, v)| cstr(&format!("{k}={v}")))
@@ -412,7 +448,10 @@ fn run_command(
     let pid = match sandbox::fork_delivery_child() {
         Err(e) => return Report::new("4.3.0", format!("cannot fork: {e}")),
         Ok(ForkResult::Child) => {
-            let placed = nix::unistd::dup2_stdin(&in_rd)
+            // Its own session and process group: the time limit kills all of it.
+            let placed = nix::unistd::setsid()
+                .map(drop)
+                .and_then(|()| nix::unistd::dup2_stdin(&in_rd))
                 .and_then(|()| nix::unistd::dup2_stdout(&out_wr))
                 .and_then(|()| nix::unistd::dup2_stderr(&out_wr));
             if placed.is_ok() {
@@ -438,17 +477,34 @@ fn run_command(
     let mut reader = Some(File::from(out_rd));
     let mut output = Vec::new();
     let mut written = 0usize;
-    let timed_out = |pid: Pid| {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
+    let mut exited: Option<WaitStatus> = None;
+    let timed_out = |pid: Pid, exited: bool| {
+        // The whole process group: what the command left in the background too.
+        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+        if !exited {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
         Report::new(
             "4.3.0",
-            format!("command {command:?} exceeded the time limit of {limit:?}"),
+            format!("Command time limit exceeded: \"{command}\""),
         )
     };
-    while stdin.is_some() || reader.is_some() {
+    // Done when the shell has exited and the output is closed (a background process that
+    // keeps the output open keeps the delivery going, up to the time limit).
+    while exited.is_none() || reader.is_some() {
         if start.elapsed() > limit {
-            return timed_out(pid);
+            return timed_out(pid, exited.is_some());
+        }
+        if exited.is_none() {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(s) => {
+                    exited = Some(s);
+                    stdin = None;
+                }
+                Err(e) => return Report::new("4.3.0", format!("waiting for the command: {e}")),
+            }
         }
         let mut fds = Vec::new();
         if let Some(r) = &reader {
@@ -463,7 +519,11 @@ fn run_command(
                 nix::poll::PollFlags::POLLOUT,
             ));
         }
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+        if fds.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
         let ready: Vec<bool> = fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
@@ -496,14 +556,8 @@ fn run_command(
             }
         }
     }
-    let status = loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if start.elapsed() > limit => return timed_out(pid),
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(s) => break s,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Report::new("4.3.0", format!("waiting for the command: {e}")),
-        }
+    let Some(status) = exited else {
+        return Report::new("4.3.0", "the command's status was lost");
     };
     let out = clean(&String::from_utf8_lossy(&output));
     let said = if out.is_empty() {
@@ -515,11 +569,13 @@ fn run_command(
         WaitStatus::Exited(_, 0) => {
             Report::new("2.0.0", format!("delivered to command: {command}"))
         }
-        WaitStatus::Exited(_, 75) => Report::new("4.3.0", format!("temporary failure{said}")),
-        WaitStatus::Exited(_, code) => Report::new(
-            "5.3.0",
-            format!("Command died with status {code}: \"{command}\"{said}"),
-        ),
+        WaitStatus::Exited(_, code) => {
+            let dsn = sys_exit(code).map_or("5.3.0", |(dsn, _)| dsn);
+            Report::new(
+                dsn,
+                format!("Command died with status {code}: \"{command}\"{said}"),
+            )
+        }
         other => Report::new(
             "5.3.0",
             format!("Command died: {other:?}: \"{command}\"{said}"),
@@ -527,26 +583,32 @@ fn run_command(
     }
 }
 
-/// The landlock rules of a Maildir or mbox delivery, and of a command.
+/// The landlock rules of a delivery: the one mailbox (or its directory), or what a command
+/// needs.
 pub fn rules_for(sink: &Sink) -> Vec<FsRule> {
     match sink {
-        // The Maildir itself once it exists; before, the directory it is made in.
-        Sink::Maildir(dir) if dir.is_dir() => vec![FsRule {
-            path: dir.clone(),
+        // The home the Maildir or mbox lies in; `mailbox::dirs` checks each directory below.
+        Sink::Maildir { home, .. } | Sink::HomeMbox { home, .. } => vec![FsRule {
+            path: home.clone(),
             access: FsAccess::CREATE_REMOVE | FsAccess::REFER | FsAccess::MAKE_DIR,
-            why: "the recipient's Maildir",
+            why: "the recipient's mailbox below its home",
         }],
-        Sink::Maildir(dir) => vec![FsRule {
-            path: dir.parent().map_or_else(|| dir.clone(), Path::to_path_buf),
-            access: FsAccess::CREATE_REMOVE | FsAccess::REFER | FsAccess::MAKE_DIR,
-            why: "where the recipient's Maildir is made",
+        // Existing files of the spool, to read and append (the parent made the mailbox and
+        // holds its dot-lock; the recipient creates and removes nothing there, and DAC keeps
+        // it to its own file).
+        Sink::SpoolMbox(path) => vec![FsRule {
+            path: path
+                .parent()
+                .map_or_else(|| path.clone(), Path::to_path_buf),
+            access: FsAccess::READ_WRITE,
+            why: "the recipient's spool mailbox",
         }],
-        Sink::Mbox(path) => vec![FsRule {
+        Sink::File(path) => vec![FsRule {
             path: path
                 .parent()
                 .map_or_else(|| path.clone(), Path::to_path_buf),
             access: FsAccess::CREATE_REMOVE,
-            why: "the mailbox file and its dot-lock",
+            why: "the file and its dot-lock",
         }],
         Sink::Command { home, .. } => {
             let mut rules = vec![FsRule {
@@ -578,12 +640,13 @@ pub fn rules_for(sink: &Sink) -> Vec<FsRule> {
     }
 }
 
-/// Reads a user's `.forward` in a child that runs as the user, landlocked to read that
-/// one file. `Ok(None)` when there is none; the file must be owned by the user and be a
-/// regular file (Postfix refuses others), at most 64 KiB.
-pub fn read_forward(identity: &Identity, home: &Path) -> Result<Option<Vec<u8>>, String> {
+/// Reads and parses a user's `.forward` in a child that runs as the user, landlocked to read
+/// that home: `Ok(None)` when there is none; the file must be a regular file owned by the user
+/// (Postfix refuses others), at most 64 KiB. The parent gets the parsed entries, decoded by
+/// `protocol`, never the file's bytes.
+pub fn read_forward(identity: &Identity, home: &Path) -> Result<Option<Vec<ForwardEntry>>, String> {
     let path = home.join(".forward");
-    let job_rules = vec![FsRule {
+    let rules = vec![FsRule {
         path: home.to_path_buf(),
         access: FsAccess::READ_FILE,
         why: "the user's .forward",
@@ -593,35 +656,32 @@ pub fn read_forward(identity: &Identity, home: &Path) -> Result<Option<Vec<u8>>,
     match sandbox::fork_delivery_child().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(rd);
-            let mut out = File::from(wr);
-            let code = match forward_child(identity, &path, &job_rules) {
-                Ok(Some(bytes)) => {
-                    let _ = out.write_all(b"F");
-                    let _ = out.write_all(&bytes);
-                    0
-                }
-                Ok(None) => {
-                    let _ = out.write_all(b"N");
-                    0
-                }
-                Err(e) => {
-                    let _ = out.write_all(format!("E{e}").as_bytes());
-                    1
-                }
+            close_all_but(&[wr.as_raw_fd()]);
+            let report = match forward_child(identity, &path, &rules) {
+                Ok(Some(entries)) => match entries.try_into() {
+                    Ok(list) => FromDeliveryChild::Forward(list),
+                    Err(_) => result("5.3.0", &format!("{}: too many entries", path.display())),
+                },
+                Ok(None) => FromDeliveryChild::NoForward,
+                Err(e) => result("4.3.0", &e),
             };
-            std::process::exit(code);
+            let bytes = protocol::encode(&report).unwrap_or_default();
+            let _ = File::from(wr).write_all(&bytes);
+            std::process::exit(0);
         }
         ForkResult::Parent { child } => {
             drop(wr);
-            let mut buf = Vec::new();
-            let read = File::from(rd).take(64 * 1024 + 1024).read_to_end(&mut buf);
-            let _ = waitpid(child, Some(WaitPidFlag::empty()));
-            read.map_err(|e| format!("reading .forward: {e}"))?;
-            match buf.split_first() {
-                Some((b'F', rest)) => Ok(Some(rest.to_vec())),
-                Some((b'N', _)) => Ok(None),
-                Some((b'E', rest)) => Err(clean(&String::from_utf8_lossy(rest))),
-                _ => Err("the .forward reader ended without an answer".to_owned()),
+            let (bytes, status) = wait_for_report(child, rd, Duration::from_secs(60));
+            if status.is_none() {
+                return Err("reading .forward timed out".to_owned());
+            }
+            match protocol::decode::<FromDeliveryChild>(&bytes) {
+                Ok(FromDeliveryChild::Forward(list)) => Ok(Some(list.into_vec())),
+                Ok(FromDeliveryChild::NoForward) => Ok(None),
+                Ok(FromDeliveryChild::Result { diagnostic, .. }) => {
+                    Err(diagnostic.as_str().to_owned())
+                }
+                Err(e) => Err(format!("the .forward reader sent no valid answer: {e}")),
             }
         }
     }
@@ -631,14 +691,17 @@ fn forward_child(
     identity: &Identity,
     path: &Path,
     rules: &[FsRule],
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<ForwardEntry>>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if !path.parent().is_some_and(Path::is_dir) {
         return Ok(None);
     }
-    sandbox::confine_delivery("local", identity, rules).map_err(|e| e.to_string())?;
-    let file = match OpenOptions::new()
+    let owner = sandbox::confine_delivery("local", identity, rules)
+        .map_err(|e| e.to_string())?
+        .uid;
+    let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -646,23 +709,59 @@ fn forward_child(
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let meta = file.metadata().map_err(|e| e.to_string())?;
-    use std::os::unix::fs::MetadataExt;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+    if !meta.is_file() || meta.uid() != owner {
         return Err(format!(
             "{}: not a regular file owned by the user; ignored",
             path.display()
         ));
     }
     let mut bytes = Vec::new();
-    file.take(64 * 1024)
+    file.take(MAX_FORWARD)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    Ok(Some(bytes))
+    let text = String::from_utf8_lossy(&bytes);
+    let targets = policy::aliases::parse_include(&text, path).map_err(|e| e.to_string())?;
+    targets
+        .into_iter()
+        .map(entry_of)
+        .collect::<Result<Vec<_>, String>>()
+        .map(Some)
+}
+
+fn entry_of(t: policy::aliases::Target) -> Result<ForwardEntry, String> {
+    use policy::aliases::Target;
+    let text = |s: String| {
+        protocol::BoundedString::try_from(s).map_err(|e| format!(".forward entry: {e}"))
+    };
+    Ok(match t {
+        Target::Address { address, escaped } => ForwardEntry::Address {
+            address: text(address)?,
+            escaped,
+        },
+        Target::Command(c) => ForwardEntry::Command(text(c)?),
+        Target::File(p) => ForwardEntry::File(text(p.to_string_lossy().into_owned())?),
+        Target::Include(p) => ForwardEntry::Include(text(p.to_string_lossy().into_owned())?),
+    })
+}
+
+/// A `.forward` entry, decoded from the child's report, as the resolver's target.
+pub fn target_of(e: ForwardEntry) -> policy::aliases::Target {
+    use policy::aliases::Target;
+    match e {
+        ForwardEntry::Address { address, escaped } => Target::Address {
+            address: address.into_string(),
+            escaped,
+        },
+        ForwardEntry::Command(c) => Target::Command(c.into_string()),
+        ForwardEntry::File(p) => Target::File(PathBuf::from(p.into_string())),
+        ForwardEntry::Include(p) => Target::Include(PathBuf::from(p.into_string())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A numeric test account as root (no passwd entry needed), else the invoking user.
@@ -698,15 +797,34 @@ mod tests {
         dir
     }
 
-    fn job<'a>(id: Identity, sink: Sink, prepend: &'a [u8], content: &'a [u8]) -> Job<'a> {
+    /// A file holding `text` framed as a queue file frames content, from offset 0.
+    fn queue_text(text: &[u8]) -> File {
+        let path = std::env::temp_dir().join(format!(
+            "local-deliver-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&(text.len() as u32).to_be_bytes()).unwrap();
+        f.write_all(text).unwrap();
+        f.write_all(&0u32.to_be_bytes()).unwrap();
+        let f = File::open(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        f
+    }
+
+    fn job<'a>(id: Identity, sink: Sink, content: &'a Content<'a>) -> Job<'a> {
         Job {
             identity: id,
             rules: rules_for(&sink),
             sink,
-            prepend,
+            envelope: Envelope {
+                sender: "a@example.org",
+                recipient: "u@example.test",
+            },
             content,
-            sender: "a@example.org",
             hostname: "host.example.test",
+            lock: LockOptions::default(),
             deadline: Duration::from_secs(30),
         }
     }
@@ -715,10 +833,14 @@ mod tests {
     fn a_maildir_delivery_lands_once_owned_by_the_recipient_mode_0600() {
         let id = test_identity();
         let home = scratch("maildir", &id);
-        let prepend = b"Return-Path: <a@example.org>\r\nDelivered-To: u@example.test\r\n";
-        let content = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n";
-        let sink = Sink::Maildir(home.join("Maildir"));
-        let report = run(&job(id.clone(), sink, prepend, content));
+        let text = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n";
+        let file = queue_text(text);
+        let content = Content::new(&file, 0, text.len() as u64);
+        let sink = Sink::Maildir {
+            home: home.clone(),
+            relative: PathBuf::from("Maildir"),
+        };
+        let report = run(&job(id.clone(), sink, &content));
         assert_eq!(report.status, "2.0.0", "{report:?}");
         let new: Vec<_> = fs::read_dir(home.join("Maildir/new"))
             .unwrap()
@@ -735,36 +857,26 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(fs::read_dir(home.join("Maildir/tmp")).unwrap().count(), 0);
         fs::remove_dir_all(&home).unwrap();
     }
 
+    /// The loop check runs in the child: a message that already carries
+    /// `Delivered-To: RECIPIENT` bounces 5.4.6 and nothing is written.
     #[test]
-    fn an_mbox_delivery_appends_with_from_lines_and_quoting() {
+    fn a_looping_message_bounces_in_the_child() {
         let id = test_identity();
-        let spool = scratch("mbox", &id);
-        let path = spool.join("user");
-        for _ in 0..2 {
-            let sink = Sink::Mbox(path.clone());
-            let report = run(&job(
-                id.clone(),
-                sink,
-                b"",
-                b"Subject: x\r\n\r\nFrom me\r\n",
-            ));
-            assert_eq!(report.status, "2.0.0", "{report:?}");
-        }
-        let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text.matches("\nFrom a@example.org ").count()
-                + usize::from(text.starts_with("From a@example.org ")),
-            2,
-            "{text}"
-        );
-        assert_eq!(text.matches("\n>From me\n").count(), 2, "{text}");
-        assert_eq!(fs::metadata(&path).unwrap().uid(), id.uid);
-        assert!(!spool.join("user.lock").exists());
-        fs::remove_dir_all(&spool).unwrap();
+        let home = scratch("loop", &id);
+        let text = b"Delivered-To: U@Example.Test\r\nSubject: hi\r\n\r\nbody\r\n";
+        let file = queue_text(text);
+        let content = Content::new(&file, 0, text.len() as u64);
+        let sink = Sink::Maildir {
+            home: home.clone(),
+            relative: PathBuf::from("Maildir"),
+        };
+        let report = run(&job(id, sink, &content));
+        assert_eq!(report.status, "5.4.6", "{report:?}");
+        assert!(!home.join("Maildir").exists());
+        fs::remove_dir_all(&home).unwrap();
     }
 
     /// As root, a delivery child runs as the recipient's uid with every capability set empty
@@ -783,7 +895,10 @@ mod tests {
             ],
             limit: Duration::from_secs(20),
         };
-        let mut j = job(id.clone(), sink, b"", b"Subject: x\r\n\r\nbody\r\n");
+        let text = b"Subject: x\r\n\r\nbody\r\n";
+        let file = queue_text(text);
+        let content = Content::new(&file, 0, text.len() as u64);
+        let mut j = job(id.clone(), sink, &content);
         j.rules.push(FsRule {
             path: PathBuf::from("/proc"),
             access: FsAccess::READ_ONLY,
@@ -812,38 +927,14 @@ mod tests {
     }
 
     #[test]
-    fn a_command_that_says_tempfail_is_deferred_and_one_that_hangs_is_killed() {
-        let id = test_identity();
-        let home = scratch("tempfail", &id);
-        let make = |command: &str, limit| Sink::Command {
-            command: command.to_owned(),
-            home: home.clone(),
-            env: Vec::new(),
-            limit,
-        };
-        let report = run(&job(
-            id.clone(),
-            make("exit 75", Duration::from_secs(20)),
-            b"",
-            b"x\r\n",
-        ));
-        assert_eq!(report.status, "4.3.0", "{report:?}");
-        let report = run(&job(
-            id.clone(),
-            make("exit 0", Duration::from_secs(20)),
-            b"",
-            b"x\r\n",
-        ));
-        assert_eq!(report.status, "2.0.0", "{report:?}");
-        let report = run(&job(
-            id,
-            make("while :; do :; done", Duration::from_secs(1)),
-            b"",
-            b"x\r\n",
-        ));
-        assert_eq!(report.status, "4.3.0", "{report:?}");
-        assert!(report.text.contains("time limit"), "{report:?}");
-        fs::remove_dir_all(&home).unwrap();
+    fn exit_statuses_map_as_postfix_s_sys_exits() {
+        assert_eq!(sys_exit(67), Some(("5.1.1", "user unknown")));
+        assert_eq!(sys_exit(75), Some(("4.3.0", "temporary failure")));
+        assert_eq!(sys_exit(71).map(|s| s.0), Some("4.3.0"));
+        assert_eq!(sys_exit(78).map(|s| s.0), Some("5.3.5"));
+        assert_eq!(sys_exit(1), None);
+        assert_eq!(sys_exit(63), None);
+        assert_eq!(sys_exit(79), None);
     }
 
     #[test]
@@ -853,9 +944,14 @@ mod tests {
             gid: 0,
             groups: Vec::new(),
         };
+        let text = b"x\r\n";
+        let file = queue_text(text);
+        let content = Content::new(&file, 0, text.len() as u64);
         let dir = std::env::temp_dir();
-        let report = run(&job(root, Sink::Mbox(dir.join("never")), b"", b"x\r\n"));
+        let sink = Sink::File(dir.join("never"));
+        let report = run(&job(root, sink, &content));
         assert_eq!(report.status, "4.3.0", "{report:?}");
         assert!(report.text.contains("root is never"), "{report:?}");
+        assert!(!dir.join("never").exists());
     }
 }

@@ -4,11 +4,14 @@
 //! owner of the command or file), clears its capabilities, proves it cannot regain root, and
 //! landlocks itself to that one mailbox before it writes.
 //!
-//! Trusts: the master for framing; the alias tables, include files and passwd file as the
-//! administrator's. Does not trust: the queue manager's requests (decoded by `protocol`), the
-//! message text (data only), users' `.forward` files and homes (read and written by children
-//! running as those users). As in Postfix, the queue file never says "run a command": that
-//! comes only from the alias table or the owner's own `.forward`.
+//! Trusts: the master for framing; the alias tables and include files as the administrator's.
+//! Does not trust: the queue manager's requests (decoded by `protocol`), the message text, the
+//! accounts database (a local user controls fields of it), users' `.forward` files and homes.
+//! The privileged parent reads none of those bytes: the message is read (loop check, mailbox
+//! copy, forwarded copy) by children that run as the recipient or as `nobody`, a `.forward` is
+//! read and parsed by a child running as its owner, and each child reports back through a typed
+//! message that `protocol` decodes (`protocol::local`). As in Postfix, the queue file never says
+//! "run a command": that comes only from the alias table or the owner's own `.forward`.
 //!
 //! Runs as root with only CAP_SETUID and CAP_SETGID (the `local` profile in `privileges`);
 //! unprivileged (`--dev`) every delivery keeps the invoking uid and is still landlocked.
@@ -32,39 +35,38 @@
 //!   matrix's `local -> cleanup` edge).
 //! - A recipient's result is the worst of its parts: any deferral defers it (retried as a
 //!   whole, so a mailbox copy may be written twice, as in Postfix), else any bounce bounces it.
+//! - Mailbox locking follows main.cf's `deliver_lock_attempts`, `deliver_lock_delay` and
+//!   `stale_lock_time`, as the virtual agent.
 
 #![forbid(unsafe_code)]
 
 mod deliver;
 mod forward;
 mod resolve;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use daemon::cleanup_client::{CleanupLink, Connect};
 use daemon::Daemon;
+use mailbox::{Content, Envelope, LockOptions};
 use policy::aliases::{self, Aliases, Target};
 use policy::passwd::{self, Account, Passwd};
 use policy::DomainList;
 use protocol::delivery::{FromAgent, ToAgent};
-use protocol::queue::{ContentReader, Diagnostic, Outcome};
+use protocol::queue::{Diagnostic, Outcome};
 use protocol::{Channel, EnhancedStatus};
-use sandbox::Identity;
 
 use deliver::{Job, Report, Sink};
 use resolve::{Destination, Refusal};
+use users::Users;
 
 /// Largest alias or include file read (they are held in memory).
 const MAX_TABLE_FILE: u64 = 16 << 20;
-/// Largest message text this agent reads into memory (it is in the queue file either way).
-const MAX_CONTENT: u64 = 256 << 20;
-/// Supplementary groups taken from the group file.
-const MAX_GROUPS: usize = 16;
 
 fn main() -> ExitCode {
     match run() {
@@ -90,6 +92,7 @@ struct Config {
     allow_files: HashSet<String>,
     command_time_limit: Duration,
     hostname: String,
+    lock: LockOptions,
 }
 
 fn read_bounded(path: &Path) -> anyhow::Result<String> {
@@ -171,6 +174,11 @@ impl Config {
             allow_files: flags(&settings.get("allow_mail_to_files")?),
             command_time_limit: settings.get_time("command_time_limit")?,
             hostname: settings.get("myhostname")?.trim().to_owned(),
+            lock: LockOptions {
+                attempts: u32::try_from(settings.get_int("deliver_lock_attempts")?)?,
+                delay: settings.get_time("deliver_lock_delay")?,
+                stale_after: settings.get_time("stale_lock_time")?,
+            },
         })
     }
 
@@ -229,31 +237,19 @@ fn serve(
             ..
         } = received.msg;
         let file = File::from(fd);
-        let content = match read_content(&file, content_offset, content_len) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(%queue_id, "cannot read the queue file: {e}");
-                None
-            }
-        };
-        let sender_text = sender
-            .mailbox()
-            .map_or_else(|| "MAILER-DAEMON".to_owned(), ToString::to_string);
+        let content = Content::new(&file, content_offset, content_len);
         for r in recipients.iter() {
-            let report = match &content {
-                None => Report::new("4.3.0", "cannot read the queue file"),
-                Some(content) => deliver_recipient(
-                    config,
-                    r.recipient.path.mailbox(),
-                    &Message {
-                        sender: &sender,
-                        sender_text: &sender_text,
-                        flags: &flags,
-                        content,
-                    },
-                    &mut |fwd| forward::send(link, connect, fwd),
-                ),
-            };
+            let report = deliver_recipient(
+                config,
+                &mut Files { config },
+                r.recipient.path.mailbox(),
+                &Message {
+                    sender: &sender,
+                    flags: &flags,
+                    content: &content,
+                },
+                &mut |fwd| forward::send(link, connect, fwd),
+            );
             let (outcome, status) = outcome_of(&report.status);
             let text = deliver::clean(&report.text);
             let text: String = text.chars().take(400).collect();
@@ -303,122 +299,70 @@ fn fallback_status() -> EnhancedStatus {
     "4.0.0".parse().unwrap_or_else(|_| fallback_status())
 }
 
-/// Reads the message text: the queue file stores it in length-framed chunks, which
-/// `protocol::queue::ContentReader` checks against the length the request names. `pread`
-/// leaves the descriptor's offset alone (qmgr may share the open file description).
-fn read_content(file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    if len > MAX_CONTENT {
-        return Err(std::io::Error::other(format!(
-            "content of {len} octets is larger than {MAX_CONTENT}"
-        )));
-    }
-    let reader = ContentReader::pread(file, offset, len);
-    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(std::io::Error::other)?);
-    // One octet more than announced is read so that a longer text is noticed, not cut.
-    reader.take(len + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("content is {} octets, the request says {len}", buf.len()),
-        ));
-    }
-    Ok(buf)
-}
-
-/// Whether the header section already carries `Delivered-To: addr` (a forwarding loop).
-fn has_delivered_to(content: &[u8], addr: &str) -> bool {
-    let addr = addr.to_lowercase();
-    protocol::header::delivered_to(content).contains(&addr)
-}
-
 /// The message being delivered, as the request and the queue file give it.
 struct Message<'a> {
     sender: &'a protocol::ReversePath,
-    /// The sender for the mbox `From ` line (`MAILER-DAEMON` for the null sender).
-    sender_text: &'a str,
     flags: &'a protocol::queue::MailFlags,
-    content: &'a [u8],
+    /// The text in the queue file: read only by delivery children.
+    content: &'a Content<'a>,
 }
 
 fn deliver_recipient(
     config: &Config,
+    source: &mut dyn users::Source,
     mailbox: Option<&protocol::Mailbox>,
     msg: &Message<'_>,
     send_on: &mut dyn FnMut(&forward::Forward<'_>) -> Report,
 ) -> Report {
-    let (sender, sender_text, content) = (msg.sender, msg.sender_text, msg.content);
     let Some(mailbox) = mailbox else {
         return Report::new("5.1.3", "not a local recipient address");
     };
     let local = mailbox.local_part().to_lowercase();
     let domain = mailbox.domain().to_string().to_lowercase();
     let address = format!("{local}@{domain}");
-    if has_delivered_to(content, &address) {
-        return Report::new("5.4.6", format!("mail forwarding loop for {address}"));
-    }
-    let passwd = match std::fs::read_to_string(&config.passwd_file) {
-        Ok(text) => Passwd::parse(&text),
-        Err(e) => {
-            return Report::new(
-                "4.3.0",
-                format!("cannot read {}: {e}", config.passwd_file.display()),
-            )
-        }
-    };
+    let users = std::cell::RefCell::new(Users::new(source));
+    let mut lookup = |name: &str| users.borrow_mut().lookup(name);
     let mut read_forward = |user: &Account| -> Result<Option<Vec<Target>>, String> {
         let home = PathBuf::from(&user.home);
         if !config.under_home_base(&home) {
             return Ok(None);
         }
-        let id = identity(config, user);
-        match deliver::read_forward(&id, &home)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                aliases::parse_include(&text, &home.join(".forward"))
-                    .map(Some)
-                    .map_err(|e| e.to_string())
-            }
-        }
+        let id = users.borrow().identity(user);
+        Ok(deliver::read_forward(&id, &home)?
+            .map(|entries| entries.into_iter().map(deliver::target_of).collect()))
     };
     let is_local = |d: &str| config.is_local_domain(d);
-    let mut tables = resolve::Tables {
-        aliases: &config.aliases,
-        includes: &config.includes,
-        passwd: &passwd,
-        allow_commands: &config.allow_commands,
-        allow_files: &config.allow_files,
-        is_local_domain: &is_local,
-        read_forward: &mut read_forward,
+    let expansion = {
+        let mut tables = resolve::Tables {
+            aliases: &config.aliases,
+            includes: &config.includes,
+            users: &mut lookup,
+            allow_commands: &config.allow_commands,
+            allow_files: &config.allow_files,
+            is_local_domain: &is_local,
+            read_forward: &mut read_forward,
+        };
+        resolve::expand(&mut tables, &local, &domain)
     };
-    let expansion = match resolve::expand(&mut tables, &local, &domain) {
+    let expansion = match expansion {
         Ok(e) => e,
         Err(refusal) => return refused(refusal),
     };
-    // Postfix's order: Return-Path first, then Delivered-To, then the message's own fields.
-    // The null sender is `Return-Path: <>` as in Postfix; `MAILER-DAEMON` is only for the
-    // mbox `From ` line.
-    let return_path = sender
+    let users = users.into_inner();
+    // The null sender is `Return-Path: <>` as in Postfix (`MAILER-DAEMON` only on the mbox
+    // `From ` line, which the mailbox writer makes).
+    let return_path = msg
+        .sender
         .mailbox()
         .map_or_else(String::new, ToString::to_string);
-    let prepend = format!("Return-Path: <{return_path}>\r\nDelivered-To: {address}\r\n");
-    let from_sender = if sender_text == "MAILER-DAEMON" {
-        "MAILER-DAEMON".to_owned()
-    } else {
-        sender_text.to_owned()
+    let envelope = Envelope {
+        sender: &return_path,
+        recipient: &address,
     };
     let mut worst: Option<Report> = None;
     let mut delivered = Vec::new();
     for dest in &expansion.destinations {
-        let report = deliver_one(
-            config,
-            dest,
-            prepend.as_bytes(),
-            content,
-            &from_sender,
-            &address,
-            sender_text,
-        );
+        let report = deliver_one(config, &users, dest, &envelope, msg.content);
         match report.status.as_bytes().first() {
             Some(b'2') => delivered.push(report.text),
             _ => {
@@ -436,7 +380,7 @@ fn deliver_recipient(
         }
     }
     if !expansion.forward.is_empty() {
-        let report = forward_copies(config, &expansion, msg, &address, send_on);
+        let report = forward_copies(config, users, &expansion, msg, &address, send_on);
         match report.status.as_bytes().first() {
             Some(b'2') => delivered.push(report.text),
             _ => {
@@ -456,6 +400,7 @@ fn deliver_recipient(
 /// into: one new message through cleanup, from the original sender or the list owner.
 fn forward_copies(
     config: &Config,
+    mut users: Users<'_>,
     expansion: &resolve::Expansion,
     msg: &Message<'_>,
     address: &str,
@@ -481,6 +426,12 @@ fn forward_copies(
         },
         None => msg.sender,
     };
+    // The child that carries the text runs as `nobody` (Postfix's `default_privs`).
+    let carrier = match users.lookup("nobody") {
+        Ok(Some(nobody)) if nobody.uid != 0 && nobody.gid != 0 => users.identity(&nobody),
+        Ok(_) => return refused(Refusal::NoDefaultPrivs),
+        Err(e) => return Report::new("4.3.0", e),
+    };
     send_on(&forward::Forward {
         sender,
         flags: msg.flags,
@@ -488,6 +439,7 @@ fn forward_copies(
         delivered_to: address,
         content: msg.content,
         hostname: &config.hostname,
+        carrier: &carrier,
     })
 }
 
@@ -514,28 +466,12 @@ fn refused(refusal: Refusal) -> Report {
     }
 }
 
-fn identity(config: &Config, user: &Account) -> Identity {
-    let groups = std::fs::read_to_string(&config.group_file)
-        .map(|text| passwd::groups_of(&text, &user.name, MAX_GROUPS))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|g| *g != 0)
-        .collect();
-    Identity {
-        uid: user.uid,
-        gid: user.gid,
-        groups,
-    }
-}
-
 fn deliver_one(
     config: &Config,
+    users: &Users<'_>,
     dest: &Destination,
-    prepend: &[u8],
-    content: &[u8],
-    from_sender: &str,
-    recipient: &str,
-    sender_text: &str,
+    envelope: &Envelope<'_>,
+    content: &Content<'_>,
 ) -> Report {
     let (user, sink) = match dest {
         Destination::Mailbox(user) => {
@@ -543,28 +479,51 @@ fn deliver_one(
             let sink = if !config.home_mailbox.is_empty()
                 && config.under_home_base(&home)
                 && !config.home_mailbox.starts_with('/')
-                && !config.home_mailbox.contains("..")
+                && !config
+                    .home_mailbox
+                    .split('/')
+                    .any(|p| p == ".." || p == ".")
             {
-                let path = home.join(&config.home_mailbox);
+                let relative = PathBuf::from(config.home_mailbox.trim_end_matches('/'));
                 if config.home_mailbox.ends_with('/') {
-                    Sink::Maildir(path)
+                    Sink::Maildir { home, relative }
                 } else {
-                    Sink::Mbox(path)
+                    Sink::HomeMbox { home, relative }
                 }
             } else {
-                Sink::Mbox(config.spool.join(&user.name))
+                Sink::SpoolMbox(config.spool.join(&user.name))
             };
             (user, sink)
         }
-        Destination::File { path, user } => (user, Sink::Mbox(path.clone())),
+        Destination::File { path, user } => {
+            if path.as_path() != Path::new("/dev/null") && !path.parent().is_some_and(Path::is_dir)
+            {
+                // Postfix's status for a file it cannot open: no sandbox is needed to say so.
+                return Report::new(
+                    "5.2.0",
+                    format!(
+                        "cannot open file {}: No such file or directory",
+                        path.display()
+                    ),
+                );
+            }
+            (user, Sink::File(path.clone()))
+        }
         Destination::Command { command, user } => {
             let env = vec![
                 ("HOME".to_owned(), user.home.clone()),
                 ("USER".to_owned(), user.name.clone()),
                 ("LOGNAME".to_owned(), user.name.clone()),
                 ("SHELL".to_owned(), user.shell.clone()),
-                ("RECIPIENT".to_owned(), recipient.to_owned()),
-                ("SENDER".to_owned(), sender_text.to_owned()),
+                ("RECIPIENT".to_owned(), envelope.recipient.to_owned()),
+                (
+                    "SENDER".to_owned(),
+                    if envelope.sender.is_empty() {
+                        "MAILER-DAEMON".to_owned()
+                    } else {
+                        envelope.sender.to_owned()
+                    },
+                ),
                 ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
             ];
             (
@@ -582,14 +541,33 @@ fn deliver_one(
         return Report::new("5.7.1", "root is never a delivery user");
     }
     let job = Job {
-        identity: identity(config, user),
+        identity: users.identity(user),
         rules: deliver::rules_for(&sink),
         sink,
-        prepend,
+        envelope: *envelope,
         content,
-        sender: from_sender,
         hostname: &config.hostname,
+        lock: config.lock,
         deadline: config.command_time_limit + Duration::from_secs(30),
     };
     deliver::run(&job)
+}
+
+/// Account lookups in `local_passwd_file` and `local_group_file`, read at each lookup.
+struct Files<'a> {
+    config: &'a Config,
+}
+
+impl users::Source for Files<'_> {
+    fn user(&mut self, name: &str) -> Result<Option<users::User>, String> {
+        let text = std::fs::read_to_string(&self.config.passwd_file)
+            .map_err(|e| format!("cannot read {}: {e}", self.config.passwd_file.display()))?;
+        let Some(account) = Passwd::parse(&text).get(name).cloned() else {
+            return Ok(None);
+        };
+        let groups = std::fs::read_to_string(&self.config.group_file)
+            .map(|text| passwd::groups_of(&text, &account.name, users::MAX_GROUPS))
+            .unwrap_or_default();
+        Ok(Some(users::User { account, groups }))
+    }
 }

@@ -1,9 +1,9 @@
 //! From one envelope recipient to the destinations its mail goes to: alias expansion
 //! (recursive, loop-safe, each destination once), `:include:` lists, `.forward` files, and
-//! local users from the passwd file.
+//! local users from the accounts database (looked up through the caller).
 //!
 //! Trusts: the alias tables and include files (read at start-up, before the sandbox, from
-//! files the administrator named) and the passwd file. Does not trust: the recipient (it came
+//! files the administrator named). Does not trust: the recipient (it came
 //! through the queue manager from a client) or a `.forward` file (its owner's words, read by a
 //! child running as that owner; see `deliver::read_forward`), whose commands and files are
 //! run with that owner's identity only.
@@ -17,7 +17,7 @@
 //!   there, as Postfix's duplicate filter ends it). Nesting deeper than [`MAX_DEPTH`] is an
 //!   error (5.4.6), as is an expansion into more than [`MAX_DESTINATIONS`] destinations.
 //! - `|command` and `/file` from an alias table or an include file run as the `nobody`
-//!   account of the passwd file (Postfix's `default_privs`, for tables owned by root); from a
+//!   account (Postfix's `default_privs`, for tables owned by root); from a
 //!   `.forward` as its owner. Each is refused (5.7.1) unless `allow_mail_to_commands` /
 //!   `allow_mail_to_files` names the source (`alias`, `forward`, `include`).
 //! - Root (uid 0) is never a delivery identity: mail for a user with uid 0 that no alias
@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use policy::aliases::{Aliases, Target};
-use policy::passwd::{Account, Passwd};
+use policy::passwd::Account;
 
 /// Deepest alias nesting followed (Postfix stops at 100 recursions; real lists nest a few).
 pub const MAX_DEPTH: usize = 20;
@@ -104,7 +104,9 @@ pub struct Tables<'a> {
     pub aliases: &'a [Aliases],
     /// Include files read at start-up, by path.
     pub includes: &'a HashMap<PathBuf, Vec<Target>>,
-    pub passwd: &'a Passwd,
+    /// Looks up a local account: `Ok(None)` when there is none, `Err` when it cannot be
+    /// told now.
+    pub users: &'a mut dyn FnMut(&str) -> Result<Option<Account>, String>,
     pub allow_commands: &'a HashSet<String>,
     pub allow_files: &'a HashSet<String>,
     /// Whether a domain is in `mydestination`.
@@ -167,7 +169,7 @@ fn expand_name(
             return Ok(());
         }
     }
-    let Some(user) = tables.passwd.get(name).cloned() else {
+    let Some(user) = (tables.users)(name).map_err(Refusal::Temporary)? else {
         return Err(Refusal::UnknownUser(name.to_owned()));
     };
     if user.uid == 0 {
@@ -218,14 +220,12 @@ fn push(out: &mut Expansion, d: Destination) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn privileged_user(tables: &Tables<'_>, owner: Option<&Account>) -> Result<Account, Refusal> {
+fn privileged_user(tables: &mut Tables<'_>, owner: Option<&Account>) -> Result<Account, Refusal> {
     match owner {
         Some(user) => Ok(user.clone()),
-        None => tables
-            .passwd
-            .get("nobody")
+        None => (tables.users)("nobody")
+            .map_err(Refusal::Temporary)?
             .filter(|a| a.uid != 0 && a.gid != 0)
-            .cloned()
             .ok_or(Refusal::NoDefaultPrivs),
     }
 }
@@ -314,6 +314,7 @@ fn expand_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use policy::passwd::Passwd;
     use std::path::Path;
 
     struct World {
@@ -351,10 +352,11 @@ mod tests {
         let forwards = w.forwards.clone();
         let mut read = move |a: &Account| Ok(forwards.get(&a.name).cloned());
         let local_domain = |d: &str| d.eq_ignore_ascii_case("example.test");
+        let mut users = |name: &str| Ok(w.passwd.get(name).cloned());
         let mut t = Tables {
             aliases: &w.aliases,
             includes: &w.includes,
-            passwd: &w.passwd,
+            users: &mut users,
             allow_commands: &w.commands,
             allow_files: &w.files,
             is_local_domain: &local_domain,

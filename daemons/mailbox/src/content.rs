@@ -34,6 +34,11 @@ impl<'a> Content<'a> {
         Content { file, offset, len }
     }
 
+    /// The queue file's descriptor (a delivery child keeps it open across `fork`).
+    pub fn file(&self) -> &File {
+        self.file
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -214,14 +214,13 @@ pub fn create_for(path: &Path, uid: u32, gid: u32) -> Result<bool, Refusal> {
                 path: shown(path),
                 source,
             };
-            if nix::unistd::geteuid().as_raw() != uid {
-                nix::unistd::fchown(
-                    &file,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                )
-                .map_err(|e| io(io::Error::from(e)))?;
-            }
+            // Also when running unprivileged, where uid and gid are the process's own.
+            nix::unistd::fchown(
+                &file,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| io(io::Error::from(e)))?;
             check_opened(&file, None, Some(uid), "mailbox", path)?;
             Ok(true)
         }

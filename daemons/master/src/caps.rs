@@ -1,6 +1,8 @@
 //! The master's own capabilities (as root): after the listeners are bound and the files opened,
 //! keep CAP_SETUID, CAP_SETGID, CAP_NET_BIND_SERVICE and CAP_KILL in the effective and permitted
-//! sets, nothing inheritable or ambient, and those four plus CAP_SETPCAP in the bounding set.
+//! sets, nothing inheritable or ambient, and those four plus CAP_SETPCAP and CAP_CHOWN in the
+//! bounding set (`privileges::MASTER_BOUNDING_EXTRA`: what children exec'd as root must be able
+//! to keep).
 //!
 //! Why CAP_SETPCAP stays in the bounding set only: a daemon is exec'd as root, and root's
 //! `execve` grants the bounding set as permitted capabilities; the daemon needs CAP_SETPCAP for a
@@ -39,7 +41,7 @@ fn call<T>(what: &'static str, r: Result<T, caps::errors::CapsError>) -> Result<
 pub fn drop_to_master_set() -> Result<u64, CapsError> {
     let kept: CapsHashSet = privileges::MASTER_CAPS.iter().copied().collect();
     let mut bounding_kept = kept.clone();
-    bounding_kept.insert(privileges::MASTER_BOUNDING_EXTRA);
+    bounding_kept.extend(privileges::MASTER_BOUNDING_EXTRA.iter().copied());
     // The bounding set first: dropping from it needs CAP_SETPCAP in the effective set.
     for cap in call("read bounding set", caps::read(None, CapSet::Bounding))? {
         if !bounding_kept.contains(&cap) {

@@ -31,9 +31,11 @@ const MODE_PRIVATE: u32 = 0o700;
 /// set-gid `postdrop`), as Postfix's `maildrop` (Postfix adds the sticky bit; without a set-gid
 /// program installed yet nothing but the owner writes here).
 const MODE_MAILDROP: u32 = 0o730;
-/// Mode of `mail_spool_directory` as root: `local` delivers as each recipient, who must be able to
-/// create its own mailbox file there and no one else's (sticky), as the classic `/var/mail`.
-const MODE_MAIL_SPOOL_SHARED: u32 = 0o1777;
+/// Mode of `mail_spool_directory` as root: root's, writable by no one else. `local`'s privileged
+/// side makes a missing mailbox (0600, handed to the recipient) and its dot-lock there, so no user
+/// can create a file in the spool before its owner's first message. (Debian's `/var/mail` is
+/// 2775 root:mail for set-gid mail readers' dot-locks; Postern's readers lock with `fcntl`.)
+const MODE_MAIL_SPOOL_SHARED: u32 = 0o755;
 /// Mode used for missing ancestors (e.g. `/tmp/postern-dev`): traversable by the daemon uids.
 const MODE_ANCESTOR: u32 = 0o755;
 
@@ -399,7 +401,7 @@ mod tests {
             .iter()
             .find(|s| s.path == Path::new("/i/mailspool"))
             .unwrap();
-        assert_eq!(spool.mode, 0o1777);
+        assert_eq!(spool.mode, 0o755);
         // Parents come before their children.
         let spool = specs
             .iter()
@@ -475,7 +477,7 @@ mod tests {
         assert_eq!(fs::metadata(root.join("spool/pid")).unwrap().uid(), 0);
         assert_eq!(
             fs::metadata(root.join("mailspool")).unwrap().mode() & 0o7777,
-            0o1777
+            0o755
         );
         std::os::unix::fs::lchown(root.join("spool/hold"), Some(4242), None).unwrap();
         let err = ensure(&specs, true).unwrap_err();

@@ -31,8 +31,10 @@ pub const MASTER_CAPS: [Capability; 4] = [
 ];
 
 /// Kept in the master's bounding set only (not effective, not permitted): a child exec'd as root
-/// receives it, and needs it to empty its own bounding set before it changes uid.
-pub const MASTER_BOUNDING_EXTRA: Capability = Capability::CAP_SETPCAP;
+/// receives them. CAP_SETPCAP: every daemon needs it to empty its own bounding set before it
+/// changes uid. CAP_CHOWN: the `local` agent keeps it, to hand a spool mailbox it made to the
+/// recipient (a child can only keep what the bounding set it inherits still holds).
+pub const MASTER_BOUNDING_EXTRA: &[Capability] = &[Capability::CAP_SETPCAP, Capability::CAP_CHOWN];
 
 /// Who may ask the master for a channel to whom: `(client role, server role, what flows)`.
 /// `master.cf` can only narrow this (a service that is not configured cannot be reached).
@@ -236,6 +238,11 @@ const QUEUE_TIMES: &[Syscall] = &[Syscall::new(
 /// locking an mbox file as mail readers expect (`fcntl` write lock, tried without blocking).
 const VIRTUAL_DELIVERY: &[Syscall] = &[
     Syscall::new(
+        "geteuid",
+        libc::SYS_geteuid,
+        "virtual: its own uid is the owner every mailbox and directory below the base must have",
+    ),
+    Syscall::new(
         "pread64",
         libc::SYS_pread64,
         "virtual: read the message from the queue file descriptor at the offset qmgr named",
@@ -270,6 +277,11 @@ const SET_IDS: &[Syscall] = &[
 /// What a `local` delivery child needs beyond [`SET_IDS`] to confine itself
 /// (`sandbox::confine_delivery`) and to write a mailbox.
 const DELIVERY_CHILD: &[Syscall] = &[
+    Syscall::new(
+        "fchown",
+        libc::SYS_fchown,
+        "local: a missing spool mailbox, just made 0600, is handed to the recipient",
+    ),
     Syscall::new(
         "pread64",
         libc::SYS_pread64,
@@ -338,6 +350,11 @@ const DELIVERY_CHILD: &[Syscall] = &[
 /// across `execve` and only narrow). Only in the profile while `allow_mail_to_commands` is set.
 const COMMANDS: &[Syscall] = &[
     Syscall::new("execve", libc::SYS_execve, "local: run /bin/sh -c COMMAND"),
+    Syscall::new(
+        "setsid",
+        libc::SYS_setsid,
+        "local: a command runs in a session and process group of its own, killed whole at its time limit",
+    ),
     #[cfg(target_arch = "x86_64")]
     Syscall::new(
         "dup2",
@@ -575,8 +592,14 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             }
             Profile {
                 identity: None,
+                // CAP_CHOWN: a missing spool mailbox is made by this process in a directory
+                // no user can write and handed to the recipient before anything is written.
                 keep_caps: match run_as {
-                    RunAs::Root => vec![Capability::CAP_SETUID, Capability::CAP_SETGID],
+                    RunAs::Root => vec![
+                        Capability::CAP_SETUID,
+                        Capability::CAP_SETGID,
+                        Capability::CAP_CHOWN,
+                    ],
                     RunAs::Unprivileged => Vec::new(),
                 },
                 fs,
@@ -630,7 +653,7 @@ pub fn privilege_map_markdown(settings: &MainCf, run_as: RunAs) -> Result<String
             RunAs::Unprivileged => "invoking user",
         },
         caps_list(&MASTER_CAPS),
-        MASTER_BOUNDING_EXTRA
+        caps_list(MASTER_BOUNDING_EXTRA)
     );
     for role in ROLES {
         let _ = writeln!(out, "{}", profile(role, settings, run_as)?);
@@ -650,7 +673,7 @@ pub fn privilege_map_text(settings: &MainCf, run_as: RunAs) -> Result<String, Pr
         out,
         "master: ids unchanged; capabilities {}; bounding set also {}; no landlock, no seccomp",
         caps_list(&MASTER_CAPS),
-        MASTER_BOUNDING_EXTRA
+        caps_list(MASTER_BOUNDING_EXTRA)
     );
     for role in ROLES {
         let p = profile(role, settings, run_as)?;

@@ -82,7 +82,12 @@ fn identities_come_from_the_settings() {
     );
     assert_eq!(
         local.keep_caps,
-        vec![Capability::CAP_SETUID, Capability::CAP_SETGID]
+        vec![
+            Capability::CAP_SETUID,
+            Capability::CAP_SETGID,
+            Capability::CAP_CHOWN
+        ],
+        "CAP_CHOWN gives a new spool mailbox to its recipient before anything is written"
     );
     assert!(profile("local", &s, RunAs::Unprivileged)
         .unwrap()
