@@ -7,6 +7,12 @@
 //! Trusts: nothing. A child runs the recipient's identity and may have been subverted by what
 //! it read (a hostile `.forward`), so every string is bounded and checked here: no NUL or
 //! control characters, file and include paths absolute, commands non-empty.
+//!
+//! [`ToLauncher`] is the other direction of the agent's split: the parent, which may not
+//! `execve`, asks its command launcher (a process forked before the parent narrowed its
+//! filter) to run one `|command` delivery. The launcher validates it as it would any message
+//! from another process: a uid of 0, a relative home, a NUL or a control character in the
+//! command or the environment is refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +55,14 @@ pub enum ChildReportError {
     Relative,
     #[error("a result's status does not fit a delivery result")]
     Status,
+    #[error("a command request names root as the identity")]
+    Root,
+    #[error("a command request's home is not an absolute path")]
+    Home,
+    #[error("a command request's environment has a bad name or value")]
+    Environment,
+    #[error("a command request's time limit is zero")]
+    Limit,
 }
 
 impl From<ChildReportError> for InvalidValue {
@@ -69,6 +83,91 @@ pub enum FromDeliveryChild {
     Forward(BoundedVec<ForwardEntry, MAX_FORWARD_ENTRIES>),
     /// The user has no `.forward`.
     NoForward,
+}
+
+/// Supplementary groups of one identity (the kernel's `NGROUPS_MAX` is 65536; accounts with
+/// more than this many groups are not real).
+pub const MAX_GROUPS: usize = 1024;
+/// Variables of a command's environment (Postfix sets fewer than ten).
+pub const MAX_ENV: usize = 32;
+
+/// From the `local` agent's parent to its command launcher, with the queue file's descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToLauncher {
+    /// Run `/bin/sh -c command` as `uid`/`gid`/`groups` in `home`, the message on its input.
+    Run(CommandRequest),
+}
+
+/// One command delivery, as the parent resolved it from an alias table or a `.forward`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: BoundedVec<u32, MAX_GROUPS>,
+    pub command: Text,
+    pub home: Text,
+    pub env: BoundedVec<(Text, Text), MAX_ENV>,
+    /// `command_time_limit`, in milliseconds.
+    pub limit_ms: u64,
+    /// `Return-Path:` without brackets (empty for `<>`) and `Delivered-To:`.
+    pub sender: Text,
+    pub recipient: Text,
+    /// The message's place in the queue file passed with the request.
+    pub content_offset: u64,
+    pub content_len: u64,
+}
+
+impl CommandRequest {
+    fn check(&self) -> Result<(), ChildReportError> {
+        if self.uid == 0 {
+            return Err(ChildReportError::Root);
+        }
+        if self.command.is_empty() {
+            return Err(ChildReportError::Empty);
+        }
+        if !self.home.starts_with('/') {
+            return Err(ChildReportError::Home);
+        }
+        if self.limit_ms == 0 {
+            return Err(ChildReportError::Limit);
+        }
+        let control = |t: &Text| t.chars().any(char::is_control);
+        if [&self.command, &self.home, &self.sender, &self.recipient]
+            .into_iter()
+            .any(control)
+        {
+            return Err(ChildReportError::Control);
+        }
+        for (name, value) in self.env.iter() {
+            let good_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !good_name || control(value) {
+                return Err(ChildReportError::Environment);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Message for ToLauncher {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToLauncher::Run(_) => "Run",
+        }
+    }
+
+    /// The queue file.
+    fn fd_count(&self) -> usize {
+        1
+    }
+
+    fn validate(&self) -> Result<(), InvalidValue> {
+        match self {
+            ToLauncher::Run(r) => Ok(r.check()?),
+        }
+    }
 }
 
 impl ForwardEntry {
@@ -160,5 +259,47 @@ mod tests {
         }
         let raw = encode(&FromDeliveryChild::NoForward).unwrap();
         assert!(decode::<FromDeliveryChild>(&[raw.as_slice(), b"x"].concat()).is_err());
+    }
+
+    fn request() -> CommandRequest {
+        CommandRequest {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![27].try_into().unwrap(),
+            command: text("procmail -a x"),
+            home: text("/home/u"),
+            env: vec![(text("HOME"), text("/home/u")), (text("USER"), text("u"))]
+                .try_into()
+                .unwrap(),
+            limit_ms: 1000,
+            sender: text(""),
+            recipient: text("u@example.test"),
+            content_offset: 10,
+            content_len: 20,
+        }
+    }
+
+    #[test]
+    fn command_requests_round_trip_and_bad_ones_are_refused() {
+        let good = ToLauncher::Run(request());
+        let bytes = encode(&good).unwrap();
+        assert_eq!(decode::<ToLauncher>(&bytes).unwrap(), good);
+        let bad: [fn(&mut CommandRequest); 7] = [
+            |r| r.uid = 0,
+            |r| r.command = text(""),
+            |r| r.command = text("a\nb"),
+            |r| r.home = text("home/u"),
+            |r| r.limit_ms = 0,
+            |r| r.env = vec![(text("lower"), text("x"))].try_into().unwrap(),
+            |r| r.env = vec![(text("HOME"), text("a\rb"))].try_into().unwrap(),
+        ];
+        for (i, spoil) in bad.iter().enumerate() {
+            let mut r = request();
+            spoil(&mut r);
+            let msg = ToLauncher::Run(r);
+            assert!(encode(&msg).is_err(), "case {i}: {msg:?}");
+            let raw = postcard::to_allocvec(&msg).unwrap();
+            assert!(decode::<ToLauncher>(&raw).is_err(), "case {i}: {msg:?}");
+        }
     }
 }

@@ -64,7 +64,12 @@ pub fn confine_delivery(
             "root is never a delivery identity".to_owned(),
         ));
     }
-    let was_root = unistd::geteuid().is_root();
+    // From getresuid, which reports failure: `geteuid` cannot, and under a filter that denies
+    // it the C library's -1 reads as "not root", which would skip the identity change.
+    let was_root = unistd::getresuid()
+        .map_err(|e| fail(Step::Identity, format!("getresuid: {e}")))?
+        .effective
+        .is_root();
     if was_root {
         let groups: Vec<Gid> = identity.groups.iter().copied().map(Gid::from_raw).collect();
         let (uid, gid) = (Uid::from_raw(identity.uid), Gid::from_raw(identity.gid));
@@ -183,9 +188,30 @@ pub fn confine_delivery(
     })
 }
 
-/// Forks a delivery child. INVARIANT: the caller is single-threaded — a daemon whose
-/// `apply` refused a second thread and that never starts one — so the child may allocate and
-/// run ordinary code after the fork.
-pub fn fork_delivery_child() -> nix::Result<nix::unistd::ForkResult> {
+/// Forks a delivery child, which may then allocate and run ordinary code. Only a process that
+/// never had a second thread may: a daemon whose `apply` refused a second thread and that never
+/// starts one. Anything else gets [`crate::ForkError::Threaded`] (a test harness runs its
+/// tests on threads, so tests of delivery children run in a single-threaded program).
+pub fn fork_delivery_child() -> Result<nix::unistd::ForkResult, crate::ForkError> {
     crate::sys::fork_single_threaded()
+}
+
+#[cfg(test)]
+mod tests {
+    /// libtest runs each test on a thread of its own, so this process has had several: the
+    /// fork is refused.
+    #[test]
+    fn a_process_that_had_threads_may_not_fork_a_delivery_child() {
+        std::thread::spawn(|| ()).join().unwrap();
+        assert!(!crate::sys::single_threaded());
+        match super::fork_delivery_child() {
+            Err(crate::ForkError::Threaded) => {}
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(nix::unistd::ForkResult::Child) => std::process::exit(0),
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                panic!("forked child {child} in a multi-threaded process");
+            }
+        }
+    }
 }

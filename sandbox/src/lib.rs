@@ -46,6 +46,7 @@ pub use profile::{
 };
 pub use report::{CapSets, LandlockStatus, Report, Shortfall, Step};
 pub use spawn::{inherited_fd, spawn, Spawn, SpawnError};
+pub use sys::ForkError;
 pub use syscalls::Syscall;
 
 /// Run every probe of [`probe::run`].

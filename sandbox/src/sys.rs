@@ -345,8 +345,36 @@ pub(crate) fn claim_inherited(fd: RawFd) -> io::Result<OwnedFd> {
 /// [`crate::apply`] refused to run with a second thread and which starts none (the `local`
 /// agent's delivery children). The child may then use any async-signal-unsafe function,
 /// which is sound only because no other thread could have held a lock at the fork.
-pub(crate) fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: the caller is single-threaded (see above), so the child inherits no lock held
-    // by another thread and may allocate and run arbitrary code.
-    unsafe { nix::unistd::fork() }
+///
+/// The invariant is checked, not assumed: the C library's `__libc_single_threaded` is true
+/// only while the process has never created a thread (it is not set back when threads end,
+/// so the check errs on the side of refusing). A process that ever had a second thread gets
+/// [`ForkError::Threaded`] and no child.
+pub(crate) fn fork_single_threaded() -> Result<nix::unistd::ForkResult, ForkError> {
+    if !single_threaded() {
+        return Err(ForkError::Threaded);
+    }
+    // SAFETY: the process has never had a second thread (checked above), so the child
+    // inherits no lock held by another thread and may allocate and run arbitrary code.
+    unsafe { nix::unistd::fork() }.map_err(ForkError::Fork)
+}
+
+/// Whether this process has never created a thread (glibc 2.32 and later maintain the flag).
+pub(crate) fn single_threaded() -> bool {
+    extern "C" {
+        static __libc_single_threaded: std::ffi::c_char;
+    }
+    // SAFETY: a `char` the C library exports and writes only when a thread is created (by
+    // this thread: every other thread would have been created by some thread first); a
+    // volatile read of one byte cannot tear.
+    unsafe { std::ptr::read_volatile(std::ptr::addr_of!(__libc_single_threaded)) != 0 }
+}
+
+/// Why [`crate::fork_delivery_child`] made no child.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    #[error("refused to fork: this process has had more than one thread, so a child could inherit a lock another thread held")]
+    Threaded,
+    #[error("fork: {0}")]
+    Fork(nix::errno::Errno),
 }

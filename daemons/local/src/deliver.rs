@@ -107,14 +107,18 @@ pub struct Job<'a> {
     pub lock: LockOptions,
     /// A bound on the whole child, beyond a command's own limit.
     pub deadline: Duration,
+    /// Where a `|command` runs: the launcher, when this process may not exec itself.
+    pub launcher: Option<&'a crate::launcher::Launcher>,
 }
 
 /// Runs `job` in a forked child and returns what it reported.
 pub fn run(job: &Job<'_>) -> Report {
-    if let Sink::File(path) = &job.sink {
-        if path == Path::new("/dev/null") {
+    match (&job.sink, job.launcher) {
+        (Sink::File(path), _) if path == Path::new("/dev/null") => {
             return Report::new("2.0.0", "delivered to file: /dev/null");
         }
+        (Sink::Command { .. }, Some(launcher)) => return launcher.run(job),
+        _ => {}
     }
     // The privileged side of a spool mailbox: make it the recipient's before anyone else can,
     // and hold its dot-lock (the directory is not writable by the recipient).
@@ -211,7 +215,7 @@ fn other_kind(m: &FromDeliveryChild) -> &'static str {
 }
 
 /// Closes every descriptor from 3 up that is not in `keep`.
-fn close_all_but(keep: &[RawFd]) {
+pub fn close_all_but(keep: &[RawFd]) {
     for fd in 3..CLOSE_BELOW {
         if !keep.contains(&fd) {
             let _ = nix::unistd::close(fd);
@@ -761,170 +765,9 @@ pub fn target_of(e: ForwardEntry) -> policy::aliases::Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    /// A numeric test account as root (no passwd entry needed), else the invoking user.
-    fn test_identity() -> Identity {
-        if nix::unistd::geteuid().is_root() {
-            Identity {
-                uid: 64_123,
-                gid: 64_123,
-                groups: Vec::new(),
-            }
-        } else {
-            Identity {
-                uid: nix::unistd::geteuid().as_raw(),
-                gid: nix::unistd::getegid().as_raw(),
-                groups: Vec::new(),
-            }
-        }
-    }
-
-    fn scratch(name: &str, id: &Identity) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("local-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        if nix::unistd::geteuid().is_root() {
-            nix::unistd::chown(
-                &dir,
-                Some(nix::unistd::Uid::from_raw(id.uid)),
-                Some(nix::unistd::Gid::from_raw(id.gid)),
-            )
-            .unwrap();
-        }
-        dir
-    }
-
-    /// A file holding `text` framed as a queue file frames content, from offset 0.
-    fn queue_text(text: &[u8]) -> File {
-        let path = std::env::temp_dir().join(format!(
-            "local-deliver-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
-        let mut f = File::create(&path).unwrap();
-        f.write_all(&(text.len() as u32).to_be_bytes()).unwrap();
-        f.write_all(text).unwrap();
-        f.write_all(&0u32.to_be_bytes()).unwrap();
-        let f = File::open(&path).unwrap();
-        fs::remove_file(&path).unwrap();
-        f
-    }
-
-    fn job<'a>(id: Identity, sink: Sink, content: &'a Content<'a>) -> Job<'a> {
-        Job {
-            identity: id,
-            rules: rules_for(&sink),
-            sink,
-            envelope: Envelope {
-                sender: "a@example.org",
-                recipient: "u@example.test",
-            },
-            content,
-            hostname: "host.example.test",
-            lock: LockOptions::default(),
-            deadline: Duration::from_secs(30),
-        }
-    }
-
-    #[test]
-    fn a_maildir_delivery_lands_once_owned_by_the_recipient_mode_0600() {
-        let id = test_identity();
-        let home = scratch("maildir", &id);
-        let text = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n";
-        let file = queue_text(text);
-        let content = Content::new(&file, 0, text.len() as u64);
-        let sink = Sink::Maildir {
-            home: home.clone(),
-            relative: PathBuf::from("Maildir"),
-        };
-        let report = run(&job(id.clone(), sink, &content));
-        assert_eq!(report.status, "2.0.0", "{report:?}");
-        let new: Vec<_> = fs::read_dir(home.join("Maildir/new"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(new.len(), 1);
-        let meta = fs::metadata(&new[0]).unwrap();
-        assert_eq!(meta.uid(), id.uid);
-        assert_eq!(meta.mode() & 0o777, 0o600);
-        let text = fs::read_to_string(&new[0]).unwrap();
-        assert!(
-            text.starts_with(
-                "Return-Path: <a@example.org>\nDelivered-To: u@example.test\nReceived: from x\n"
-            ),
-            "{text}"
-        );
-        fs::remove_dir_all(&home).unwrap();
-    }
-
-    /// The loop check runs in the child: a message that already carries
-    /// `Delivered-To: RECIPIENT` bounces 5.4.6 and nothing is written.
-    #[test]
-    fn a_looping_message_bounces_in_the_child() {
-        let id = test_identity();
-        let home = scratch("loop", &id);
-        let text = b"Delivered-To: U@Example.Test\r\nSubject: hi\r\n\r\nbody\r\n";
-        let file = queue_text(text);
-        let content = Content::new(&file, 0, text.len() as u64);
-        let sink = Sink::Maildir {
-            home: home.clone(),
-            relative: PathBuf::from("Maildir"),
-        };
-        let report = run(&job(id, sink, &content));
-        assert_eq!(report.status, "5.4.6", "{report:?}");
-        assert!(!home.join("Maildir").exists());
-        fs::remove_dir_all(&home).unwrap();
-    }
-
-    /// As root, a delivery child runs as the recipient's uid with every capability set empty
-    /// (and `confine_delivery` proved that `setresuid(0, 0, 0)` fails); the command's own view
-    /// of `/proc/self/status` shows it.
-    #[test]
-    fn a_command_runs_as_the_recipient_without_capabilities() {
-        let id = test_identity();
-        let home = scratch("command", &id);
-        let sink = Sink::Command {
-            command: "grep -E '^(Uid|Gid|CapEff|CapPrm|CapInh|CapAmb)' /proc/self/status; echo RECIPIENT=$RECIPIENT; cat >/dev/null; exit 3".to_owned(),
-            home: home.clone(),
-            env: vec![
-                ("RECIPIENT".to_owned(), "u@example.test".to_owned()),
-                ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
-            ],
-            limit: Duration::from_secs(20),
-        };
-        let text = b"Subject: x\r\n\r\nbody\r\n";
-        let file = queue_text(text);
-        let content = Content::new(&file, 0, text.len() as u64);
-        let mut j = job(id.clone(), sink, &content);
-        j.rules.push(FsRule {
-            path: PathBuf::from("/proc"),
-            access: FsAccess::READ_ONLY,
-            why: "the test reads the child's status",
-        });
-        let report = run(&j);
-        assert_eq!(report.status, "5.3.0", "{report:?}");
-        let uid = id.uid;
-        assert!(
-            report
-                .text
-                .contains(&format!("Uid: {uid} {uid} {uid} {uid}")),
-            "{report:?}"
-        );
-        for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
-            assert!(
-                report.text.contains(&format!("{set}: 0000000000000000")),
-                "{set}: {report:?}"
-            );
-        }
-        assert!(
-            report.text.contains("RECIPIENT=u@example.test"),
-            "{report:?}"
-        );
-        fs::remove_dir_all(&home).unwrap();
-    }
+    // The tests of delivery children fork, so they run in the single-threaded program
+    // `tests/children.rs`.
 
     #[test]
     fn exit_statuses_map_as_postfix_s_sys_exits() {
@@ -935,23 +778,5 @@ mod tests {
         assert_eq!(sys_exit(1), None);
         assert_eq!(sys_exit(63), None);
         assert_eq!(sys_exit(79), None);
-    }
-
-    #[test]
-    fn root_is_refused_as_a_delivery_identity() {
-        let root = Identity {
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-        };
-        let text = b"x\r\n";
-        let file = queue_text(text);
-        let content = Content::new(&file, 0, text.len() as u64);
-        let dir = std::env::temp_dir();
-        let sink = Sink::File(dir.join("never"));
-        let report = run(&job(root, sink, &content));
-        assert_eq!(report.status, "4.3.0", "{report:?}");
-        assert!(report.text.contains("root is never"), "{report:?}");
-        assert!(!dir.join("never").exists());
     }
 }

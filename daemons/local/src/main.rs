@@ -13,8 +13,10 @@
 //! message that `protocol` decodes (`protocol::local`). As in Postfix, the queue file never says
 //! "run a command": that comes only from the alias table or the owner's own `.forward`.
 //!
-//! Runs as root with only CAP_SETUID and CAP_SETGID (the `local` profile in `privileges`);
-//! unprivileged (`--dev`) every delivery keeps the invoking uid and is still landlocked.
+//! Runs as root with only CAP_SETUID, CAP_SETGID and CAP_CHOWN (the `local` profile in
+//! `privileges`), and may not `execve`: `|command` deliveries run in the command launcher
+//! (`launcher`, profile `local-command`), forked before this process entered its sandbox.
+//! Unprivileged (`--dev`) every delivery keeps the invoking uid and is still landlocked.
 //!
 //! Decisions:
 //! - Alias tables and `:include:` files are read at start-up, before the sandbox: a changed
@@ -40,10 +42,7 @@
 
 #![forbid(unsafe_code)]
 
-mod deliver;
-mod forward;
-mod resolve;
-mod users;
+use local::{deliver, forward, launcher, resolve, users};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -93,6 +92,8 @@ struct Config {
     command_time_limit: Duration,
     hostname: String,
     lock: LockOptions,
+    /// Runs `|command` deliveries; `None` when `allow_mail_to_commands` is empty.
+    launcher: Option<launcher::Launcher>,
 }
 
 fn read_bounded(path: &Path) -> anyhow::Result<String> {
@@ -179,6 +180,7 @@ impl Config {
                 delay: settings.get_time("deliver_lock_delay")?,
                 stale_after: settings.get_time("stale_lock_time")?,
             },
+            launcher: None,
         })
     }
 
@@ -198,7 +200,15 @@ impl Config {
 
 fn run() -> anyhow::Result<()> {
     let mut d = Daemon::init()?;
-    let config = Config::load(d.settings())?;
+    let mut config = Config::load(d.settings())?;
+    // The launcher first: once this process is sandboxed, nothing it forks may exec.
+    config.launcher = if config.allow_commands.is_empty() {
+        None
+    } else {
+        let profile =
+            privileges::profile("local-command", d.settings(), privileges::RunAs::current())?;
+        Some(launcher::Launcher::start(&profile)?)
+    };
     // INVARIANT: the sandbox is in force before the first request is read; alias tables and
     // include files were read above, outside it.
     d.enter_sandbox()?;
@@ -274,6 +284,13 @@ fn serve(
             )?;
         }
         channel.send(&FromAgent::Done, &[])?;
+        if config
+            .launcher
+            .as_ref()
+            .is_some_and(launcher::Launcher::is_broken)
+        {
+            anyhow::bail!("the command launcher stopped answering; a new local process takes over");
+        }
     }
 }
 
@@ -549,6 +566,7 @@ fn deliver_one(
         hostname: &config.hostname,
         lock: config.lock,
         deadline: config.command_time_limit + Duration::from_secs(30),
+        launcher: config.launcher.as_ref(),
     };
     deliver::run(&job)
 }

@@ -39,6 +39,11 @@ impl<'a> Content<'a> {
         self.file
     }
 
+    /// Where the text starts in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -21,6 +21,17 @@ pub const ROLES: &[&str] = &[
     "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
 ];
 
+/// Processes a daemon forks for itself before its own sandbox, each with a profile of its own
+/// (not services of `master.cf`): `local-command` is the `local` agent's command launcher, the
+/// one process of the system whose filter allows `execve`.
+pub const HELPER_ROLES: &[&str] = &["local-command"];
+
+/// Whether the profile of `role` lets its process run commands (`execve`, executable
+/// mappings): only the command launcher, and only while `allow_mail_to_commands` is set.
+pub fn runs_commands(role: &str, settings: &MainCf) -> Result<bool, PrivilegeError> {
+    Ok(role == "local-command" && !param(settings, "allow_mail_to_commands")?.trim().is_empty())
+}
+
 /// The master's capabilities after start-up (effective and permitted): change a child's ids,
 /// bind privileged ports on reload, signal children that run under other uids.
 pub const MASTER_CAPS: [Capability; 4] = [
@@ -539,7 +550,7 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             }
         }
         "local" => {
-            let mut fs = vec![
+            let fs = vec![
                 rule(
                     path_param(settings, "mail_spool_directory")?,
                     FsAccess::CREATE_REMOVE,
@@ -561,7 +572,38 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
                     "a delivery child takes the recipient's supplementary groups",
                 ),
             ];
-            let commands = !param(settings, "allow_mail_to_commands")?.trim().is_empty();
+            Profile {
+                identity: None,
+                // CAP_CHOWN: a missing spool mailbox is made by this process in a directory
+                // no user can write and handed to the recipient before anything is written.
+                keep_caps: match run_as {
+                    RunAs::Root => vec![
+                        Capability::CAP_SETUID,
+                        Capability::CAP_SETGID,
+                        Capability::CAP_CHOWN,
+                    ],
+                    RunAs::Unprivileged => Vec::new(),
+                },
+                fs,
+                // No EXEC_START, no COMMANDS: `|command` deliveries go to the launcher
+                // (`local-command`), forked before this filter was installed.
+                syscalls: syscalls::set(&[
+                    syscalls::BASE,
+                    CHANNELS,
+                    syscalls::FILES_WRITE,
+                    syscalls::FORK_WAIT,
+                    SET_IDS,
+                    DELIVERY_CHILD,
+                ]),
+                ..base
+            }
+        }
+        "local-command" => {
+            let mut fs = vec![rule(
+                path_param(settings, "local_home_base")?,
+                FsAccess::CREATE_REMOVE | FsAccess::MAKE_DIR,
+                "a command runs in its user's home (each child narrows this to that home)",
+            )];
             let mut groups: Vec<&[Syscall]> = vec![
                 syscalls::BASE,
                 CHANNELS,
@@ -570,7 +612,7 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
                 SET_IDS,
                 DELIVERY_CHILD,
             ];
-            if commands {
+            if runs_commands(role, settings)? {
                 fs.extend([
                     rule(
                         PathBuf::from("/usr"),
@@ -592,14 +634,8 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             }
             Profile {
                 identity: None,
-                // CAP_CHOWN: a missing spool mailbox is made by this process in a directory
-                // no user can write and handed to the recipient before anything is written.
                 keep_caps: match run_as {
-                    RunAs::Root => vec![
-                        Capability::CAP_SETUID,
-                        Capability::CAP_SETGID,
-                        Capability::CAP_CHOWN,
-                    ],
+                    RunAs::Root => vec![Capability::CAP_SETUID, Capability::CAP_SETGID],
                     RunAs::Unprivileged => Vec::new(),
                 },
                 fs,
@@ -655,7 +691,7 @@ pub fn privilege_map_markdown(settings: &MainCf, run_as: RunAs) -> Result<String
         caps_list(&MASTER_CAPS),
         caps_list(MASTER_BOUNDING_EXTRA)
     );
-    for role in ROLES {
+    for role in ROLES.iter().chain(HELPER_ROLES) {
         let _ = writeln!(out, "{}", profile(role, settings, run_as)?);
     }
     out.push('\n');
@@ -675,7 +711,7 @@ pub fn privilege_map_text(settings: &MainCf, run_as: RunAs) -> Result<String, Pr
         caps_list(&MASTER_CAPS),
         caps_list(MASTER_BOUNDING_EXTRA)
     );
-    for role in ROLES {
+    for role in ROLES.iter().chain(HELPER_ROLES) {
         let p = profile(role, settings, run_as)?;
         let ids = p.identity.as_ref().map_or_else(
             || "unchanged".to_owned(),

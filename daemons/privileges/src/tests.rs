@@ -116,18 +116,20 @@ fn bad_accounts_are_refused() {
 #[test]
 fn only_smtp_may_connect_and_only_smtpd_accepts() {
     let s = settings("");
-    for role in ROLES {
+    for role in ROLES.iter().chain(HELPER_ROLES) {
         let p = profile(role, &s, RunAs::Root).unwrap();
         let names: Vec<&str> = p.syscalls.iter().map(|c| c.name).collect();
         assert_eq!(names.contains(&"socket"), *role == "smtp", "{role}");
         assert_eq!(names.contains(&"connect"), *role == "smtp", "{role}");
         assert_eq!(names.contains(&"accept4"), *role == "smtpd", "{role}");
-        // local runs |command deliveries while allow_mail_to_commands allows them.
+        // Only local's command launcher runs |command deliveries (while
+        // allow_mail_to_commands allows them); local's parent may not exec.
         assert_eq!(
             names.contains(&"execve"),
-            *role == "local",
+            *role == "local-command",
             "{role} may exec"
         );
+        assert_eq!(names.contains(&"execve"), runs_commands(role, &s).unwrap());
         assert_eq!(p.tcp_connect == TcpPorts::Any, *role == "smtp", "{role}");
         assert_eq!(p.tcp_bind, TcpPorts::None, "{role}");
     }
@@ -204,7 +206,7 @@ fn privilege_map_has_a_row_per_role_and_the_matrix() {
     assert!(md.contains("| smtpd | cleanup |"));
     assert!(md.contains("| 61001:61001 |"));
     let text = privilege_map_text(&s, RunAs::Unprivileged).unwrap();
-    assert_eq!(text.lines().count(), ROLES.len() + 1);
+    assert_eq!(text.lines().count(), ROLES.len() + HELPER_ROLES.len() + 1);
     assert!(text.contains("smtpd: runs as unchanged;"));
     assert!(text.contains("channels to cleanup, auth"));
 }
