@@ -21,6 +21,18 @@ pub const ROLES: &[&str] = &[
     "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
 ];
 
+/// Whether a process of `role` runs `|command` deliveries under `settings`: the one kind of
+/// process whose seccomp filter lets it `execve` and map executable memory (the loader of the
+/// command's programs runs under the filter it inherits). Every other profile must refuse both,
+/// which `sandbox/tests/enforcement.rs` checks against this declaration.
+pub fn runs_commands(role: &str, settings: &MainCf) -> Result<bool, PrivilegeError> {
+    match role {
+        "local" => Ok(!param(settings, "allow_mail_to_commands")?.trim().is_empty()),
+        other if ROLES.contains(&other) => Ok(false),
+        other => Err(PrivilegeError::UnknownRole(other.to_owned())),
+    }
+}
+
 /// The master's capabilities after start-up (effective and permitted): change a child's ids,
 /// bind privileged ports on reload, signal children that run under other uids.
 pub const MASTER_CAPS: [Capability; 4] = [
