@@ -32,7 +32,7 @@
 //! calls on x86_64 carry bit 30 in their number, match no entry and get the
 //! violation action.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -87,17 +87,14 @@ pub(crate) fn build(
     .and_then(BpfProgram::try_from)
     .map_err(filter_error)?;
 
-    // One syscall may come from several groups: any unconditional entry
-    // makes it unconditional, otherwise the argument rules are alternatives.
-    let mut unconditional = BTreeSet::new();
-    let mut conditional: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for entry in syscalls {
-        if entry.allow_if.is_empty() {
-            unconditional.insert(entry.nr);
-            continue;
-        }
-        let rules = conditional.entry(entry.nr).or_default();
-        for all in entry.allow_if {
+    // One syscall may come from several groups: `merge` combines them, and
+    // refuses a combination that would widen an entry by accident.
+    let merged =
+        crate::syscalls::merge(syscalls).map_err(|e| ProfileError::Filter(e.to_string()))?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for syscall in merged {
+        let mut alternatives = Vec::new();
+        for all in syscall.allow_if.iter().flatten() {
             let conditions = all
                 .iter()
                 .map(|check| {
@@ -109,11 +106,11 @@ pub(crate) fn build(
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(filter_error)?;
-            rules.push(SeccompRule::new(conditions).map_err(filter_error)?);
+            alternatives.push(SeccompRule::new(conditions).map_err(filter_error)?);
         }
+        rules.insert(syscall.nr, alternatives);
     }
-    let mut rules = conditional;
-    for nr in unconditional.into_iter().chain(ALWAYS_ENOSYS) {
+    for nr in ALWAYS_ENOSYS {
         rules.insert(nr, Vec::new());
     }
     let allow_list = SeccompFilter::new(
@@ -327,17 +324,118 @@ mod tests {
         assert_eq!(verdict(&p, &call(libc::SYS_clone, &[0])), EPERM);
     }
 
+    fn jit_mmap() -> Syscall {
+        Syscall::new("SYS_mmap", libc::SYS_mmap, "JIT, for this test only")
+    }
+
+    fn build_error(list: &[Syscall]) -> String {
+        match build(list, Violation::Errno) {
+            Err(ProfileError::Filter(message)) => message,
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("the merge was not refused"),
+        }
+    }
+
     #[test]
-    fn an_unconditional_entry_wins_over_argument_checks() {
+    fn an_unconditional_entry_beside_a_checked_one_is_refused_in_either_order() {
+        let mut after = syscalls::BASE.to_vec();
+        after.push(jit_mmap());
+        let mut before = vec![jit_mmap()];
+        before.extend_from_slice(syscalls::BASE);
+        for list in [after, before] {
+            let message = build_error(&list);
+            assert!(message.starts_with("mmap: "), "{message}");
+            assert!(message.contains("\"JIT, for this test only\""), "{message}");
+            assert!(
+                message.contains("\"the allocator; never executable memory\""),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn base_and_exec_start_widen_only_as_declared() {
+        let list = syscalls::set(&[syscalls::BASE, syscalls::EXEC_START]);
+        let p = programs(&list, Violation::Errno);
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        assert_eq!(
+            verdict(&p, &call(libc::SYS_mmap, &[0, 4096, rx])),
+            RET_ALLOW
+        );
+        assert_eq!(
+            verdict(&p, &call(libc::SYS_mprotect, &[0, 4096, rx])),
+            RET_ALLOW
+        );
+        // Without the declaration, the same groups are refused.
+        let undeclared: Vec<Syscall> = list
+            .iter()
+            .map(|entry| Syscall {
+                widens: None,
+                ..*entry
+            })
+            .collect();
+        assert!(build_error(&undeclared).starts_with("mmap: "));
+    }
+
+    #[test]
+    fn a_declared_widening_allows_any_arguments() {
         let mut list = syscalls::BASE.to_vec();
-        list.push(Syscall::new(
-            "SYS_mmap",
-            libc::SYS_mmap,
-            "JIT, for this test only",
-        ));
+        list.push(jit_mmap().widening("this test maps code"));
         let p = programs(&list, Violation::Errno);
         let exec = call(libc::SYS_mmap, &[0, 4096, libc::PROT_EXEC as u64]);
         assert_eq!(verdict(&p, &exec), RET_ALLOW);
+    }
+
+    #[test]
+    fn checks_that_drop_another_entrys_mask_condition_are_refused() {
+        static PRIVATE: &[&[ArgCheck]] = &[&[ArgCheck::none_of(3, libc::MAP_SHARED as u64)]];
+        let mut list = syscalls::BASE.to_vec();
+        list.push(Syscall::new("SYS_mmap", libc::SYS_mmap, "private only").when(PRIVATE));
+        assert!(build_error(&list).contains("\"private only\""));
+
+        // Checks that keep the condition (and whose own conditions the other
+        // entry keeps) are alternatives.
+        static ANONYMOUS: &[&[ArgCheck]] = &[&[
+            ArgCheck::none_of(2, libc::PROT_EXEC as u64),
+            ArgCheck::eq(3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64),
+        ]];
+        let mut list = syscalls::BASE.to_vec();
+        list.push(Syscall::new("SYS_mmap", libc::SYS_mmap, "anonymous").when(ANONYMOUS));
+        let p = programs(&list, Violation::Errno);
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        assert_eq!(verdict(&p, &call(libc::SYS_mmap, &[0, 4096, rx])), EPERM);
+
+        // A narrower entry beside a wider one is refused too: the wider one
+        // lifts its condition (here: never writable).
+        static READ_ONLY: &[&[ArgCheck]] = &[&[ArgCheck::none_of(
+            2,
+            (libc::PROT_EXEC | libc::PROT_WRITE) as u64,
+        )]];
+        let mut list = syscalls::BASE.to_vec();
+        list.push(Syscall::new("SYS_mmap", libc::SYS_mmap, "read-only").when(READ_ONLY));
+        assert!(
+            build_error(&list).contains("refuses") && build_error(&list).contains("\"read-only\"")
+        );
+
+        // So are exact values that satisfy it.
+        static EXACT: &[&[ArgCheck]] = &[&[ArgCheck::eq(2, libc::PROT_READ as u64)]];
+        let mut list = syscalls::BASE.to_vec();
+        list.push(Syscall::new("SYS_mmap", libc::SYS_mmap, "exact").when(EXACT));
+        assert!(build(&list, Violation::Errno).is_ok());
+        static EXACT_EXEC: &[&[ArgCheck]] = &[&[ArgCheck::eq(2, libc::PROT_EXEC as u64)]];
+        let mut list = syscalls::BASE.to_vec();
+        list.push(Syscall::new("SYS_mmap", libc::SYS_mmap, "exact exec").when(EXACT_EXEC));
+        assert!(build_error(&list).contains("\"exact exec\""));
+    }
+
+    #[test]
+    fn the_same_permission_twice_is_no_widening() {
+        // Both unconditional (execve, openat in SPAWN and EXEC_START).
+        let list = syscalls::set(&[syscalls::BASE, syscalls::SPAWN, syscalls::EXEC_START]);
+        assert!(build(&list, Violation::Errno).is_ok());
+        // FILES_READ's openat has checks that SPAWN's would lift.
+        let list = syscalls::set(&[syscalls::BASE, syscalls::SPAWN, syscalls::FILES_READ]);
+        assert!(build_error(&list).starts_with("openat: "));
     }
 
     #[test]

@@ -8,6 +8,36 @@
 //! privilege map counts them. `clone3` and `openat2` never appear here: the
 //! filter answers them with `ENOSYS` so that libc falls back to `clone` and
 //! `openat`, whose arguments can be checked.
+//!
+//! # Merging: a widening is declared, never an accident
+//!
+//! A profile's groups may list the same syscall more than once; the filter
+//! allows the union of those entries ([`merge`], which `filter::build` and
+//! so `Profile::validate` and `apply` go through). A union can silently undo
+//! what one entry promises, so [`merge`] refuses it, with an error naming the
+//! syscall and both entries' reasons, when one entry *lifts* another:
+//!
+//! - an entry without argument checks lifts every entry with checks (BASE's
+//!   `mmap` "never executable memory" beside an unconditional `mmap`);
+//! - an entry with checks lifts another entry's *limits*: the mask conditions
+//!   ([`ArgCheck::none_of`], [`ArgCheck::masked`]) that every alternative of
+//!   that entry makes, i.e. what it says may never be passed. An alternative
+//!   keeps a limit when one of its own checks on that argument implies it
+//!   (an `eq` value that satisfies the mask, or a mask condition at least as
+//!   strict); an alternative that keeps a limit only through a combination of
+//!   checks counts as lifting it, which can only refuse a merge.
+//!
+//! Exact values (`ArgCheck::eq`) are enumerations, not limits: THREADS' and
+//! FORK_WAIT's `clone` flags, or BASE's and a daemon's `fcntl` commands, are
+//! alternatives that each entry writes down, and merge without ceremony. Two
+//! entries without checks are the same permission twice.
+//!
+//! An entry that is meant to lift another says so with
+//! [`Syscall::widening`] and why; [`Merged::widened_by`] lists the
+//! declarations that took effect. The declared widenings are EXEC_START's
+//! `mmap`/`mprotect` (the loader of a program started under the filter maps
+//! code: only a process that starts programs lists EXEC_START) and the TCP
+//! groups' `getsockopt` (any option of a connection may be read).
 
 /// Upper bound on allow-list entries in one profile. Each entry costs the BPF
 /// program 4 to about 20 instructions and the kernel caps a program at 4096;
@@ -71,6 +101,10 @@ pub struct Syscall {
     /// Empty: any arguments. Otherwise the call is allowed when every check
     /// of at least one inner list holds.
     pub allow_if: &'static [&'static [ArgCheck]],
+    /// Set by [`Syscall::widening`]: this entry is meant to allow calls that
+    /// another entry for the same syscall in the same allow-list refuses, and
+    /// this says why (see the module docs).
+    pub widens: Option<&'static str>,
 }
 
 impl Syscall {
@@ -80,12 +114,22 @@ impl Syscall {
             nr,
             why,
             allow_if: &[],
+            widens: None,
         }
     }
 
     /// Restrict the entry to calls whose arguments match one of `allow_if`.
     pub const fn when(self, allow_if: &'static [&'static [ArgCheck]]) -> Self {
         Syscall { allow_if, ..self }
+    }
+
+    /// Declare that this entry deliberately lifts what another entry for the
+    /// same syscall refuses when both are in one allow-list; `why` says why.
+    pub const fn widening(self, why: &'static str) -> Self {
+        Syscall {
+            widens: Some(why),
+            ..self
+        }
     }
 }
 
@@ -119,11 +163,151 @@ macro_rules! allow {
 }
 
 /// Concatenate groups (and single entries) into one allow-list for a profile.
+/// Entries for one syscall stay separate here; [`merge`] (which the filter is
+/// built from) combines them under the module's merge rule.
 pub fn set(groups: &[&[Syscall]]) -> Vec<Syscall> {
     groups
         .iter()
         .flat_map(|group| group.iter().copied())
         .collect()
+}
+
+/// What the filter allows for one syscall once every entry an allow-list has
+/// for it is combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub name: &'static str,
+    pub nr: i64,
+    /// `None`: any arguments. Otherwise the alternatives of every entry.
+    pub allow_if: Option<Vec<&'static [ArgCheck]>>,
+    /// The reasons of the declared widenings ([`Syscall::widening`]) that
+    /// took effect: each lifted what another entry for this syscall refuses.
+    pub widened_by: Vec<&'static str>,
+}
+
+/// Two entries for one syscall where the wider allows what the narrower
+/// refuses, and the wider is not declared with [`Syscall::widening`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name}: the entry {wider:?} would allow calls that the entry {narrower:?} refuses \
+     (an entry that means to do so is declared with Syscall::widening)"
+)]
+pub struct Widening {
+    pub name: &'static str,
+    /// The reason of the entry whose checks would be lifted.
+    pub narrower: &'static str,
+    /// The reason of the entry that would lift them.
+    pub wider: &'static str,
+}
+
+/// The mask conditions (`none_of`, `masked`) that every alternative of an
+/// entry makes: what the entry says may never be passed.
+fn limits(entry: &Syscall) -> Vec<ArgCheck> {
+    let Some((first, rest)) = entry.allow_if.split_first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .filter(|check| matches!(check.cmp, ArgCmp::MaskedEq { .. }))
+        .filter(|check| rest.iter().all(|alternative| alternative.contains(check)))
+        .copied()
+        .collect()
+}
+
+/// Whether every call that passes all of `alternative` passes `limit` too
+/// (judged check by check: a limit that only a combination of checks keeps
+/// counts as not kept, which can only refuse a merge, never widen one).
+fn keeps(alternative: &[ArgCheck], limit: &ArgCheck) -> bool {
+    let ArgCmp::MaskedEq { mask, value } = limit.cmp else {
+        return alternative.contains(limit);
+    };
+    alternative.iter().any(|check| {
+        check.index == limit.index
+            && match check.cmp {
+                ArgCmp::Eq(x) => x & mask == value,
+                ArgCmp::MaskedEq {
+                    mask: wider_mask,
+                    value: wider_value,
+                } => mask & !wider_mask == 0 && wider_value & mask == value,
+            }
+    })
+}
+
+/// Whether `wider` allows a call that `narrower` refuses and that the union
+/// of the two would therefore let through against `narrower`'s intent.
+fn lifts(wider: &Syscall, narrower: &Syscall) -> bool {
+    if narrower.allow_if.is_empty() {
+        return false;
+    }
+    if wider.allow_if.is_empty() {
+        return true;
+    }
+    let limits = limits(narrower);
+    !wider
+        .allow_if
+        .iter()
+        .all(|alternative| limits.iter().all(|limit| keeps(alternative, limit)))
+}
+
+/// Combine an allow-list's entries per syscall (in order of first
+/// appearance), refusing a merge that widens by accident (the module docs
+/// give the rule).
+pub fn merge(list: &[Syscall]) -> Result<Vec<Merged>, Widening> {
+    let mut order: Vec<i64> = Vec::new();
+    let mut by_nr: std::collections::HashMap<i64, Vec<&Syscall>> = std::collections::HashMap::new();
+    for entry in list {
+        let entries = by_nr.entry(entry.nr).or_default();
+        if entries.is_empty() {
+            order.push(entry.nr);
+        }
+        entries.push(entry);
+    }
+    let mut merged = Vec::with_capacity(order.len());
+    for nr in order {
+        let entries = by_nr.remove(&nr).unwrap_or_default();
+        let mut widened_by = Vec::new();
+        for wider in &entries {
+            for narrower in &entries {
+                if !lifts(wider, narrower) {
+                    continue;
+                }
+                match wider.widens {
+                    Some(why) => {
+                        if !widened_by.contains(&why) {
+                            widened_by.push(why);
+                        }
+                    }
+                    None => {
+                        return Err(Widening {
+                            name: wider.name,
+                            narrower: narrower.why,
+                            wider: wider.why,
+                        })
+                    }
+                }
+            }
+        }
+        let allow_if = if entries.iter().any(|e| e.allow_if.is_empty()) {
+            None
+        } else {
+            Some(
+                entries
+                    .iter()
+                    .flat_map(|e| e.allow_if.iter().copied())
+                    .collect(),
+            )
+        };
+        let Some(first) = entries.first() else {
+            continue;
+        };
+        merged.push(Merged {
+            name: first.name,
+            nr,
+            allow_if,
+            widened_by,
+        });
+    }
+    Ok(merged)
 }
 
 const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
@@ -306,10 +490,18 @@ pub const EXEC_START: &[Syscall] = &[
     allow!(
         SYS_mmap,
         "the loader maps the program's libraries, executable"
+    )
+    .widening(
+        "lifts BASE's PROT_EXEC check: a program started under this filter must map its code; \
+         only a process that starts programs lists this group",
     ),
     allow!(
         SYS_mprotect,
         "the loader applies RELRO and segment protections"
+    )
+    .widening(
+        "lifts BASE's PROT_EXEC check: the loader changes the protections of code segments; \
+         only a process that starts programs lists this group",
     ),
     allow!(
         SYS_openat,
@@ -337,7 +529,10 @@ pub const ACCEPT_TCP: &[Syscall] = &[
     allow!(SYS_getsockname, "the local address of a connection"),
     allow!(SYS_getpeername, "the client address"),
     allow!(SYS_setsockopt, "timeouts and TCP options on a connection"),
-    allow!(SYS_getsockopt, "socket errors"),
+    allow!(SYS_getsockopt, "socket errors").widening(
+        "reads any option of a connection, beyond a channel check's SO_TYPE and SO_DOMAIN; \
+         reading an option changes nothing",
+    ),
     allow!(SYS_recvfrom, "std's TcpStream::read"),
     allow!(SYS_sendto, "std's TcpStream::write"),
     allow!(SYS_shutdown, "end a session"),
@@ -366,7 +561,10 @@ pub const CONNECT_TCP: &[Syscall] = &[
     allow!(SYS_getsockname, "the local address of a connection"),
     allow!(SYS_getpeername, "the server address"),
     allow!(SYS_setsockopt, "timeouts and TCP options on a connection"),
-    allow!(SYS_getsockopt, "the result of a non-blocking connect"),
+    allow!(SYS_getsockopt, "the result of a non-blocking connect").widening(
+        "reads any option of a connection, beyond a channel check's SO_TYPE and SO_DOMAIN; \
+         reading an option changes nothing",
+    ),
     allow!(SYS_recvfrom, "std's TcpStream::read"),
     allow!(SYS_sendto, "std's TcpStream::write"),
     allow!(SYS_shutdown, "end a session"),
@@ -455,6 +653,9 @@ mod tests {
                     entry.name
                 );
                 assert!(entry.name != "clone3" && entry.name != "openat2");
+                if let Some(widens) = entry.widens {
+                    assert!(!widens.trim().is_empty(), "{group}: {} widens", entry.name);
+                }
             }
         }
     }
@@ -487,6 +688,71 @@ mod tests {
         let namespaces = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) as u64;
         assert_eq!(THREAD_CLONE_FLAGS & namespaces, 0);
         assert_eq!(FORK_CLONE_FLAGS & namespaces, 0);
+    }
+
+    #[test]
+    fn merge_reports_the_declared_widenings_that_took_effect() {
+        let merged = merge(&set(&[BASE, EXEC_START])).expect("declared");
+        let find = |name: &str| {
+            merged
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let mmap = find("mmap");
+        assert_eq!(mmap.allow_if, None);
+        assert_eq!(mmap.widened_by.len(), 1);
+        assert!(mmap.widened_by[0].contains("PROT_EXEC"));
+        assert_eq!(find("mprotect").allow_if, None);
+        assert!(find("read").widened_by.is_empty());
+        assert_eq!(find("tgkill").allow_if.as_ref().map(Vec::len), Some(1));
+        // One entry per syscall, in the order of first appearance.
+        assert_eq!(
+            merged.len(),
+            set(&[BASE, EXEC_START])
+                .iter()
+                .map(|s| s.nr)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+        assert_eq!(merged[0].name, "read");
+        // Alone, EXEC_START widens nothing.
+        assert!(merge(EXEC_START)
+            .expect("alone")
+            .iter()
+            .all(|m| m.widened_by.is_empty()));
+    }
+
+    #[test]
+    fn merge_names_the_syscall_and_both_reasons() {
+        let listed_twice = [
+            BASE[0],
+            allow!(SYS_tgkill, "any signal"),
+            allow!(SYS_exit_group, "x"),
+        ];
+        let mut list = BASE.to_vec();
+        list.extend_from_slice(&listed_twice);
+        let err = merge(&list).expect_err("tgkill is lifted");
+        assert_eq!(err.name, "tgkill");
+        assert_eq!(err.wider, "any signal");
+        assert!(err.narrower.starts_with("abort() after a panic"));
+        assert!(err
+            .to_string()
+            .starts_with("tgkill: the entry \"any signal\""));
+    }
+
+    #[test]
+    fn masks_are_kept_by_stricter_masks_and_matching_values() {
+        let limit = ArgCheck::none_of(2, 0b0100);
+        assert!(keeps(&[ArgCheck::none_of(2, 0b0110)], &limit));
+        assert!(keeps(&[ArgCheck::eq(2, 0b0011)], &limit));
+        assert!(!keeps(&[ArgCheck::eq(2, 0b0111)], &limit));
+        assert!(!keeps(&[ArgCheck::none_of(2, 0b0010)], &limit));
+        assert!(!keeps(&[ArgCheck::none_of(1, 0b0100)], &limit));
+        assert!(!keeps(&[], &limit));
+        let stream = ArgCheck::masked(1, 0xf, 1);
+        assert!(keeps(&[ArgCheck::masked(1, 0xff, 0x81)], &stream));
+        assert!(!keeps(&[ArgCheck::masked(1, 0xff, 0x82)], &stream));
     }
 
     #[test]

@@ -152,6 +152,12 @@ const SCENARIOS: &[Scenario] = &[
         run: best_effort_filters_every_thread,
     },
     Scenario {
+        name: "role_filters_refuse_exec_and_executable_memory",
+        who: Who::Anyone,
+        expect: Expect::Success,
+        run: role_filters_refuse_exec_and_executable_memory,
+    },
+    Scenario {
         name: "probes_are_all_denied",
         who: Who::Anyone,
         expect: Expect::Success,
@@ -610,7 +616,8 @@ fn landlock_tcp_ports_and_scopes(dir: &Path) -> Outcome {
             syscalls::BASE,
             syscalls::CONNECT_TCP,
             &[
-                Syscall::new("SYS_socket", libc::SYS_socket, "test: any family"),
+                Syscall::new("SYS_socket", libc::SYS_socket, "test: any family")
+                    .widening("test: landlock, not seccomp, must refuse the other families"),
                 Syscall::new("SYS_bind", libc::SYS_bind, "test: landlock must refuse"),
                 Syscall::new(
                     "SYS_listen",
@@ -951,6 +958,288 @@ fn best_effort_filters_every_thread(_dir: &Path) -> Outcome {
     expect_errno("socket in the other thread", result, libc::EPERM)
 }
 
+/// The settings the role filters are built from: those of `daemons/privileges`'
+/// tests, with `|command` deliveries allowed (the default) or not.
+fn role_settings(commands: &str) -> Result<conf::MainCf, String> {
+    let commands = match commands {
+        "default" => "",
+        "none" => "allow_mail_to_commands =",
+        other => return Err(format!("unknown commands setting {other}")),
+    };
+    let text = format!(
+        "queue_directory = /var/spool/postern\n\
+         smtpd_user = 61001\n\
+         queue_user = 61002:61003\n\
+         smtp_user = 61004\n\
+         vmail_user = 61005\n\
+         bounce_user = 61006\n\
+         virtual_mailbox_base = /var/mail/vhosts\n\
+         {commands}\n"
+    );
+    conf::MainCf::parse(&text, Path::new("main.cf")).map_err(|e| e.to_string())
+}
+
+/// Every role `daemons/privileges` knows, under both settings and both ways of
+/// running: each in a fresh process (`--helper role-filter`) that installs the
+/// role's real allow-list and tries to start a program and to make code.
+fn role_filters_refuse_exec_and_executable_memory(_dir: &Path) -> Outcome {
+    let exe = expect_ok("current_exe", std::env::current_exe())?;
+    let (mut runners, mut others) = (0, 0);
+    for role in privileges::ROLES.iter().chain(privileges::HELPER_ROLES) {
+        for commands in ["default", "none"] {
+            let settings = role_settings(commands)?;
+            let runs = privileges::runs_commands(role, &settings).map_err(|e| e.to_string())?;
+            for run_as in ["root", "unprivileged"] {
+                let output = expect_ok(
+                    "run the role helper",
+                    Command::new(&exe)
+                        .args(["--helper", "role-filter", role, commands, run_as])
+                        .stdin(Stdio::null())
+                        .stderr(Stdio::inherit())
+                        .output(),
+                )?;
+                print!("{}", String::from_utf8_lossy(&output.stdout));
+                ensure!(
+                    output.status.success(),
+                    "{role} (commands {commands}, profile for {run_as}): {:?}",
+                    output.status
+                );
+                if runs {
+                    runners += 1;
+                } else {
+                    others += 1;
+                }
+            }
+        }
+    }
+    // Both sides were seen, so the checks are known to tell them apart.
+    ensure!(
+        runners > 0 && others > 0,
+        "{runners} filters of a process that runs commands, {others} others"
+    );
+    Ok(())
+}
+
+/// The result of a raw syscall: `Ok(return value)` or `Err(errno)`.
+fn raw(ret: libc::c_long) -> Result<libc::c_long, i32> {
+    if ret == -1 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn errno_name(result: Result<libc::c_long, i32>) -> String {
+    match result {
+        Ok(value) => format!("allowed (returned {value})"),
+        Err(libc::EPERM) => "EPERM".to_owned(),
+        Err(errno) => format!("errno {errno} ({})", io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// `vfork()` (`nr` SYS_vfork) or `clone(flags, 0, 0, 0, 0)` (`nr` SYS_clone)
+/// made so that a child, if the filter lets one start, runs only register
+/// instructions and `exit(101)`: it shares this process's memory and stack,
+/// so it must not return into Rust code. Returns the child's pid or the errno.
+fn vfork_child_exits_at_once(nr: libc::c_long, flags: libc::c_long) -> Result<libc::c_long, i32> {
+    let ret: libc::c_long;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the syscall takes no pointers (no stack, no tid or TLS
+    // addresses); a child (rax 0) exits without touching memory; the parent
+    // resumes once the child has exited, with rcx and r11 clobbered as
+    // declared.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov eax, {exit}",
+            "mov edi, 101",
+            "syscall",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") nr => ret,
+            in("rdi") flags,
+            in("rsi") 0usize,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as on x86_64; the child (x0 0) exits without touching memory.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x8, {exit}",
+            "mov x0, 101",
+            "svc 0",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("x8") nr => _,
+            inlateout("x0") flags => ret,
+            in("x1") 0usize,
+            in("x2") 0usize,
+            in("x3") 0usize,
+            in("x4") 0usize,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&ret) {
+        Err((-ret) as i32)
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Started by `role_filters_refuse_exec_and_executable_memory` with ROLE
+/// COMMANDS RUN_AS: installs that role's allow-list (its identity, landlock
+/// paths and capabilities are left out: only seccomp is under test here, and
+/// every violation answers EPERM whatever the role's own choice) and makes
+/// each call directly, so no library decides for it.
+fn helper_role_filter(args: &[String]) -> Outcome {
+    let [role, commands, run_as] = args else {
+        return Err(format!(
+            "role-filter needs ROLE COMMANDS RUN_AS, got {args:?}"
+        ));
+    };
+    let settings = role_settings(commands)?;
+    let run_as = match run_as.as_str() {
+        "root" => privileges::RunAs::Root,
+        "unprivileged" => privileges::RunAs::Unprivileged,
+        other => return Err(format!("unknown run_as {other}")),
+    };
+    let declared = privileges::profile(role, &settings, run_as).map_err(|e| e.to_string())?;
+    let runs = privileges::runs_commands(role, &settings).map_err(|e| e.to_string())?;
+    let label = format!("{role} (commands {commands}, {run_as:?})");
+    let profile = Profile {
+        syscalls: declared.syscalls.clone(),
+        on_violation: Violation::Errno,
+        ..Profile::new(role.as_str())
+    };
+    let report = applied(&profile)?;
+    ensure!(report.seccomp, "{label}: seccomp not installed");
+
+    let path = c"/nonexistent/postern-role-filter-test";
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let page = 4096usize;
+    let rx = libc::PROT_READ | libc::PROT_EXEC;
+    let anonymous = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+    let mut results: Vec<(&str, Result<libc::c_long, i32>)> = Vec::new();
+    // SAFETY: the path does not exist, so an execve that passes the filter
+    // fails with ENOENT and returns; argv and envp are NULL-terminated arrays
+    // of pointers that outlive the call.
+    results.push((
+        "execve",
+        raw(unsafe {
+            libc::syscall(
+                libc::SYS_execve,
+                path.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+            )
+        }),
+    ));
+    // SAFETY: as for execve; AT_FDCWD with an absolute path, no flags.
+    results.push((
+        "execveat",
+        raw(unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                0,
+            )
+        }),
+    ));
+    // SAFETY: a new anonymous mapping chosen by the kernel touches no memory
+    // of this process; it is unmapped below if it was made.
+    let exec_map =
+        raw(unsafe { libc::syscall(libc::SYS_mmap, 0usize, page, rx, anonymous, -1, 0usize) });
+    if let Ok(addr) = exec_map {
+        // SAFETY: the mapping just made, of that length, not used by anything.
+        unsafe { libc::munmap(addr as *mut libc::c_void, page) };
+    }
+    results.push(("mmap(PROT_EXEC)", exec_map));
+    // SAFETY: as above; readable and writable, which BASE allows.
+    let rw = raw(unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            0usize,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            anonymous,
+            -1,
+            0usize,
+        )
+    })
+    .map_err(|errno| format!("{label}: a read-write mapping: errno {errno}"))?;
+    // SAFETY: changes the protection of the page just mapped, which nothing
+    // else refers to.
+    results.push((
+        "mprotect(PROT_EXEC)",
+        raw(unsafe { libc::syscall(libc::SYS_mprotect, rw, page, rx) }),
+    ));
+    // SAFETY: as for mprotect; key -1 is the default protection key.
+    results.push((
+        "pkey_mprotect(PROT_EXEC)",
+        raw(unsafe { libc::syscall(libc::SYS_pkey_mprotect, rw, page, rx, -1) }),
+    ));
+    // SAFETY: the page is ours and unused.
+    unsafe { libc::munmap(rw as *mut libc::c_void, page) };
+
+    #[cfg(target_arch = "x86_64")]
+    results.push(("vfork", vfork_child_exits_at_once(libc::SYS_vfork, 0)));
+    let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_long;
+    results.push((
+        "clone(CLONE_VM|CLONE_VFORK)",
+        vfork_child_exits_at_once(libc::SYS_clone, flags),
+    ));
+
+    let mut problems = Vec::new();
+    for (call, result) in &results {
+        let ok = if runs {
+            // The process that runs commands must be able to start a program
+            // (the missing path answers ENOENT) and map it; the other calls
+            // are reported, not required either way.
+            match *call {
+                "execve" => *result == Err(libc::ENOENT),
+                "mmap(PROT_EXEC)" | "mprotect(PROT_EXEC)" => result.is_ok(),
+                _ => true,
+            }
+        } else {
+            *result == Err(libc::EPERM)
+        };
+        println!(
+            "{label}: {call}: {}{}",
+            errno_name(*result),
+            if ok { "" } else { "  <-- wrong" }
+        );
+        if !ok {
+            problems.push(*call);
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{label} ({}): {}",
+        if runs {
+            "runs commands"
+        } else {
+            "runs no commands"
+        },
+        problems.join(", ")
+    );
+    Ok(())
+}
+
 fn probes_are_all_denied(dir: &Path) -> Outcome {
     let outside = dir.join("outside");
     expect_ok("write", fs::write(&outside, "x"))?;
@@ -1051,6 +1340,9 @@ const GRANDCHILD_CALLS: &[Syscall] = &[
     Syscall::new("SYS_recvfrom", libc::SYS_recvfrom, "test: read the report"),
     Syscall::new("SYS_prctl", libc::SYS_prctl, "test: read the death signal")
         .when(&[&[ArgCheck::eq(0, libc::PR_GET_PDEATHSIG as u64)]]),
+    // Not FILES_READ: its read-only openat beside SPAWN's would be a
+    // widening, which the filter refuses.
+    Syscall::new("SYS_getdents64", libc::SYS_getdents64, "test: list fds"),
 ];
 
 /// The landlock rules a spawner needs so that its children can start:
@@ -1101,7 +1393,6 @@ fn helper_intermediate() -> Outcome {
             syscalls::BASE,
             syscalls::SPAWN,
             syscalls::EXEC_START,
-            syscalls::FILES_READ,
             GRANDCHILD_CALLS,
         ]),
         ..Profile::new("spawner")
@@ -1291,6 +1582,7 @@ fn main() -> ExitCode {
             let result = match args.get(2).map(String::as_str) {
                 Some("intermediate") => helper_intermediate(),
                 Some("grandchild") => helper_grandchild(),
+                Some("role-filter") => helper_role_filter(&args[3..]),
                 other => Err(format!("unknown helper {other:?}")),
             };
             return match result {

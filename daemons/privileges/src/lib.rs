@@ -26,10 +26,17 @@ pub const ROLES: &[&str] = &[
 /// one process of the system whose filter allows `execve`.
 pub const HELPER_ROLES: &[&str] = &["local-command"];
 
-/// Whether the profile of `role` lets its process run commands (`execve`, executable
-/// mappings): only the command launcher, and only while `allow_mail_to_commands` is set.
+/// Whether a process of `role` runs `|command` deliveries under `settings`: the one kind of
+/// process whose seccomp filter lets it `execve` and map executable memory (the loader of the
+/// command's programs runs under the filter it inherits) — `local`'s command launcher, while
+/// `allow_mail_to_commands` is set. Every other profile must refuse both, which
+/// `sandbox/tests/enforcement.rs` checks against this declaration.
 pub fn runs_commands(role: &str, settings: &MainCf) -> Result<bool, PrivilegeError> {
-    Ok(role == "local-command" && !param(settings, "allow_mail_to_commands")?.trim().is_empty())
+    match role {
+        "local-command" => Ok(!param(settings, "allow_mail_to_commands")?.trim().is_empty()),
+        other if ROLES.contains(&other) => Ok(false),
+        other => Err(PrivilegeError::UnknownRole(other.to_owned())),
+    }
 }
 
 /// The master's capabilities after start-up (effective and permitted): change a child's ids,

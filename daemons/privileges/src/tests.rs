@@ -45,7 +45,7 @@ fn matrix_is_the_designed_one() {
 fn every_role_has_a_valid_profile_as_root_and_unprivileged() {
     let s = settings("virtual_mailbox_base = /var/mail/vhosts");
     for run_as in [RunAs::Root, RunAs::Unprivileged] {
-        for role in ROLES {
+        for role in ROLES.iter().chain(HELPER_ROLES) {
             let p = profile(role, &s, run_as).unwrap();
             assert_eq!(p.service, *role);
             p.validate()
@@ -227,5 +227,106 @@ fn security_md_carries_the_generated_privilege_map() {
     assert!(
         doc.contains(&map),
         "SECURITY.md's privilege map is out of date; it must contain exactly:\n{map}"
+    );
+}
+
+/// Every role's profile under the settings above, with `|command` deliveries allowed (the
+/// default) and not, as root and not: `(label, role, profile, runs commands)`.
+fn every_profile() -> Vec<(String, &'static str, Profile, bool)> {
+    let mut all = Vec::new();
+    for commands in ["", "allow_mail_to_commands ="] {
+        let s = settings(&format!(
+            "virtual_mailbox_base = /var/mail/vhosts\n{commands}"
+        ));
+        for run_as in [RunAs::Root, RunAs::Unprivileged] {
+            for role in ROLES.iter().chain(HELPER_ROLES) {
+                let label = format!("{role} ({run_as:?}, {:?})", commands.trim());
+                let p = profile(role, &s, run_as).unwrap_or_else(|e| panic!("{label}: {e}"));
+                let runs = runs_commands(role, &s).unwrap();
+                all.push((label, *role, p, runs));
+            }
+        }
+    }
+    all
+}
+
+/// The syscalls whose argument checks in one group another group lifts, on purpose: a TCP
+/// socket's options may be read, beyond the channel check's SO_TYPE and SO_DOMAIN; and the
+/// process that runs commands maps its programs executable (its loader runs under this filter).
+const DECLARED_WIDENINGS: &[(&str, &str)] = &[
+    ("smtpd", "getsockopt"),
+    ("smtp", "getsockopt"),
+    (RUNS_COMMANDS, "mmap"),
+    (RUNS_COMMANDS, "mprotect"),
+];
+const RUNS_COMMANDS: &str = "(the process that runs commands)";
+
+#[test]
+fn no_argument_check_is_lifted_by_another_group_unless_declared() {
+    let mut widened = std::collections::BTreeSet::new();
+    for (label, role, p, runs) in every_profile() {
+        let mut by_nr: std::collections::BTreeMap<i64, Vec<&Syscall>> = Default::default();
+        for entry in &p.syscalls {
+            by_nr.entry(entry.nr).or_default().push(entry);
+        }
+        for entries in by_nr.values() {
+            let Some(checked) = entries.iter().find(|e| !e.allow_if.is_empty()) else {
+                continue;
+            };
+            // The filter allows the union of a syscall's entries: one without checks means any
+            // arguments, whatever the others check.
+            for any in entries.iter().filter(|e| e.allow_if.is_empty()) {
+                assert!(
+                    any.widens.is_some(),
+                    "{label}: {}: {:?} lifts the checks of {:?} and is not declared a widening",
+                    any.name,
+                    any.why,
+                    checked.why
+                );
+                widened.insert((if runs { RUNS_COMMANDS } else { role }, any.name));
+            }
+        }
+        // What the filter is compiled from agrees, and names a reason for each widening.
+        let merged = syscalls::merge(&p.syscalls).unwrap_or_else(|e| panic!("{label}: {e}"));
+        for m in merged.iter().filter(|m| m.allow_if.is_none()) {
+            let checked = by_nr[&m.nr].iter().any(|e| !e.allow_if.is_empty());
+            assert_eq!(!m.widened_by.is_empty(), checked, "{label}: {}", m.name);
+        }
+        p.validate().unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+    let declared: std::collections::BTreeSet<(&str, &str)> =
+        DECLARED_WIDENINGS.iter().copied().collect();
+    assert_eq!(widened, declared, "the widenings that remain");
+}
+
+#[test]
+fn only_the_process_that_runs_commands_may_exec_or_vfork() {
+    let mut runners = 0;
+    for (label, _role, p, runs) in every_profile() {
+        runners += usize::from(runs);
+        let names: Vec<&str> = p.syscalls.iter().map(|c| c.name).collect();
+        assert_eq!(names.contains(&"execve"), runs, "{label}: execve");
+        for never in ["execveat", "pkey_mprotect", "vfork"] {
+            if !runs {
+                assert!(!names.contains(&never), "{label}: {never}");
+            }
+        }
+        for clone in p.syscalls.iter().filter(|c| c.name == "clone") {
+            // Every alternative names its exact flags, none of them CLONE_VFORK.
+            assert!(!clone.allow_if.is_empty(), "{label}: clone unchecked");
+            for alternative in clone.allow_if {
+                assert!(
+                    alternative.iter().any(|check| check.index == 0
+                        && matches!(check.cmp, syscalls::ArgCmp::Eq(flags)
+                            if flags & libc::CLONE_VFORK as u64 == 0)),
+                    "{label}: clone {:?}",
+                    clone.why
+                );
+            }
+        }
+    }
+    assert!(
+        runners > 0,
+        "no profile runs commands: the test proves nothing"
     );
 }
