@@ -318,11 +318,12 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
         );
     }
     // The local agent's profile grants reading the passwd file (users are looked up at
-    // delivery time) and running the shell (`|command` deliveries): for it those two probes
-    // are shown as granted by a named rule, for every other role they are denied.
+    // delivery time): for it that probe is shown as granted by a named rule, for every other
+    // role it is denied. `execve` is denied for every role, local included: its `|command`
+    // deliveries run in the command launcher, which is no service of its own.
     for (action, denied_for) in [
         ("open a path outside the rules", 7),
-        ("execve a binary", 7),
+        ("execve a binary", 8),
         ("ptrace(PTRACE_TRACEME)", 8),
     ] {
         let denied = run
