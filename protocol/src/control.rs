@@ -162,6 +162,20 @@ impl Detail {
         &self.0
     }
 
+    /// `text` made into a detail: control characters become spaces, and it is cut (at a
+    /// character boundary) to [`MAX_DETAIL_LEN`] octets.
+    pub fn lossy(text: &str) -> Detail {
+        let mut out = String::with_capacity(text.len().min(MAX_DETAIL_LEN));
+        for ch in text.chars() {
+            let ch = if ch.is_control() { ' ' } else { ch };
+            if out.len() + ch.len_utf8() > MAX_DETAIL_LEN {
+                break;
+            }
+            out.push(ch);
+        }
+        Detail(out)
+    }
+
     fn check(s: &str) -> Result<(), DetailError> {
         if s.len() > MAX_DETAIL_LEN {
             return Err(DetailError::TooLong { len: s.len() });

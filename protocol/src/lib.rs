@@ -28,6 +28,7 @@ pub mod queue;
 pub mod queue_id;
 pub mod service;
 pub mod smtp;
+pub mod spawn;
 
 #[cfg(test)]
 mod testing;

@@ -585,7 +585,11 @@ fn build_ruleset(profile: &Profile) -> Result<RulesetCreated, landlock::RulesetE
     if profile.tcp_connect != TcpPorts::Any {
         ruleset = ruleset.handle_access(AccessNet::ConnectTcp)?;
     }
-    ruleset.scope(Scope::from_all(LANDLOCK_ABI))?.create()
+    let mut scopes = Scope::from_all(LANDLOCK_ABI);
+    if !profile.scope_signals {
+        scopes.remove(Scope::Signal);
+    }
+    ruleset.scope(scopes)?.create()
 }
 
 #[cfg(test)]

@@ -196,6 +196,12 @@ pub fn fork_delivery_child() -> Result<nix::unistd::ForkResult, crate::ForkError
     crate::sys::fork_single_threaded()
 }
 
+/// Forks a helper process of the same program (the master's spawner), under the same rule as
+/// [`fork_delivery_child`]: only a process that never had a second thread.
+pub fn fork_helper() -> Result<nix::unistd::ForkResult, crate::ForkError> {
+    crate::sys::fork_single_threaded()
+}
+
 #[cfg(test)]
 mod tests {
     /// libtest runs each test on a thread of its own, so this process has had several: the

@@ -277,6 +277,10 @@ pub struct Profile {
     pub syscalls: Vec<Syscall>,
     pub on_violation: Violation,
     pub enforcement: Enforcement,
+    /// Landlock's signal scope: the process may signal only processes of its own landlock
+    /// domain. Every daemon has it; the master does not, because it must stop daemons that its
+    /// spawner started outside the master's domain.
+    pub scope_signals: bool,
 }
 
 impl Profile {
@@ -294,6 +298,7 @@ impl Profile {
             syscalls: syscalls::BASE.to_vec(),
             on_violation: Violation::Errno,
             enforcement: Enforcement::Required,
+            scope_signals: true,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Spawn<'a> {
     pub extra_fds: Vec<BorrowedFd<'a>>,
     /// Becomes fds 1 and 2 (the master's log pipe); `/dev/null` when `None`.
     pub output: Option<BorrowedFd<'a>>,
+    /// Start the program as a child of the caller's parent, not of the caller (the master's
+    /// spawner starts daemons as children of the master, which supervises and reaps them).
+    /// A single-threaded caller only.
+    pub sibling: bool,
 }
 
 impl<'a> Spawn<'a> {
@@ -54,6 +58,7 @@ impl<'a> Spawn<'a> {
             control,
             extra_fds: Vec::new(),
             output: None,
+            sibling: false,
         }
     }
 }
@@ -77,6 +82,8 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("spawn {program:?}: a sibling can only be started by a single-threaded process")]
+    Threaded { program: PathBuf },
     #[error("spawn {program:?}: {source}")]
     Exec {
         program: PathBuf,
@@ -103,6 +110,11 @@ pub fn spawn(spec: &Spawn<'_>) -> Result<Pid, SpawnError> {
         return Err(SpawnError::TooManyFds {
             program: program.to_owned(),
             count: spec.extra_fds.len(),
+        });
+    }
+    if spec.sibling && !crate::sys::single_threaded() {
+        return Err(SpawnError::Threaded {
+            program: program.to_owned(),
         });
     }
     let arg0 = spec.arg0.as_deref().unwrap_or(program.as_os_str());
@@ -145,6 +157,7 @@ pub fn spawn(spec: &Spawn<'_>) -> Result<Pid, SpawnError> {
             .output
             .map(|fd| fd.as_raw_fd())
             .unwrap_or(dev_null.as_raw_fd()),
+        sibling: spec.sibling,
     };
     crate::sys::fork_exec(&plan)
         .map(Pid::from_raw)

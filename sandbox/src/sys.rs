@@ -114,6 +114,9 @@ pub(crate) struct ForkExec {
     pub stdin: RawFd,
     /// Placed at fds 1 and 2.
     pub output: RawFd,
+    /// Create the child as a sibling of the caller (`clone(CLONE_PARENT)`): its parent, whose
+    /// death kills it and who reaps it, is the caller's parent.
+    pub sibling: bool,
 }
 
 use crate::spawn::MAX_CHILD_FDS;
@@ -137,7 +140,11 @@ pub(crate) fn fork_exec(plan: &ForkExec) -> io::Result<libc::pid_t> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let parent = nix::unistd::getpid().as_raw();
+    let parent = if plan.sibling {
+        nix::unistd::getppid().as_raw()
+    } else {
+        nix::unistd::getpid().as_raw()
+    };
 
     // Block every signal across the fork so that none of the parent's
     // handlers runs in the child before the child resets them.
@@ -153,9 +160,27 @@ pub(crate) fn fork_exec(plan: &ForkExec) -> io::Result<libc::pid_t> {
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    // SAFETY: fork has no memory-safety preconditions; the child branch below
-    // only makes async-signal-safe calls on memory prepared above.
-    let pid = unsafe { libc::fork() };
+    let pid = if plan.sibling {
+        // SAFETY: `clone` without CLONE_VM and with a NULL stack is `fork` with another parent:
+        // the child runs on a copy of this stack. No other thread exists to hold a lock
+        // (`spawn` checks), and the child branch below only makes async-signal-safe calls on
+        // memory prepared above.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        libc::pid_t::try_from(rc).unwrap_or(-1)
+    } else {
+        // SAFETY: fork has no memory-safety preconditions; the child branch below
+        // only makes async-signal-safe calls on memory prepared above.
+        unsafe { libc::fork() }
+    };
     if pid == 0 {
         // SAFETY: in the child of a fork; see `child_after_fork`.
         unsafe {
@@ -189,8 +214,11 @@ pub(crate) fn fork_exec(plan: &ForkExec) -> io::Result<libc::pid_t> {
     if got == 0 {
         return Ok(pid);
     }
-    // The child failed before or at execve and exits; reap it.
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    // The child failed before or at execve and exits; reap it (a sibling is reaped by the
+    // parent both share).
+    if !plan.sibling {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    }
     Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
 }
 

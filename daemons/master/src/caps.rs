@@ -1,13 +1,11 @@
-//! The master's own capabilities (as root): after the listeners are bound and the files opened,
-//! keep CAP_SETUID, CAP_SETGID, CAP_NET_BIND_SERVICE and CAP_KILL in the effective and permitted
-//! sets, nothing inheritable or ambient, and those four plus CAP_SETPCAP and CAP_CHOWN in the
-//! bounding set (`privileges::MASTER_BOUNDING_EXTRA`: what children exec'd as root must be able
-//! to keep).
+//! The spawner's capabilities (as root). The master's own are set by `sandbox::apply` with its
+//! profile (`privileges::master_profile`): CAP_KILL and CAP_NET_BIND_SERVICE.
 //!
-//! Why CAP_SETPCAP stays in the bounding set only: a daemon is exec'd as root, and root's
-//! `execve` grants the bounding set as permitted capabilities; the daemon needs CAP_SETPCAP for a
-//! moment to empty its own bounding set before it changes to its uid (`sandbox::apply`). The
-//! master itself cannot use it: it is not in its effective or permitted set.
+//! The spawner keeps none in its effective and permitted sets, and CAP_SETUID, CAP_SETGID,
+//! CAP_SETPCAP and CAP_CHOWN in its bounding set only: a daemon is exec'd as root, and root's
+//! `execve` grants the bounding set as permitted capabilities; each daemon keeps what its
+//! profile says (CAP_SETPCAP for a moment, to empty its own bounding set before it changes to
+//! its uid). The spawner itself cannot use them.
 //!
 //! Trusts: the kernel; the result is read back and compared.
 
@@ -37,11 +35,11 @@ fn call<T>(what: &'static str, r: Result<T, caps::errors::CapsError>) -> Result<
     r.map_err(|source| CapsError::Call { what, source })
 }
 
-/// Drops every capability but the master's; returns the effective mask now in force.
-pub fn drop_to_master_set() -> Result<u64, CapsError> {
-    let kept: CapsHashSet = privileges::MASTER_CAPS.iter().copied().collect();
-    let mut bounding_kept = kept.clone();
-    bounding_kept.extend(privileges::MASTER_BOUNDING_EXTRA.iter().copied());
+/// The spawner's sets: nothing effective, permitted, inheritable or ambient; the bounding set
+/// `privileges::SPAWNER_BOUNDING`, what a daemon exec'd as root receives as its permitted set.
+/// Returns the bounding mask now in force.
+pub fn drop_to_spawner_set() -> Result<u64, CapsError> {
+    let bounding_kept: CapsHashSet = privileges::SPAWNER_BOUNDING.iter().copied().collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP in the effective set.
     for cap in call("read bounding set", caps::read(None, CapSet::Bounding))? {
         if !bounding_kept.contains(&cap) {
@@ -52,25 +50,26 @@ pub fn drop_to_master_set() -> Result<u64, CapsError> {
         }
     }
     call("clear ambient set", caps::clear(None, CapSet::Ambient))?;
+    let none = CapsHashSet::new();
     call(
         "clear inheritable set",
-        caps::set(None, CapSet::Inheritable, &CapsHashSet::new()),
+        caps::set(None, CapSet::Inheritable, &none),
     )?;
     call(
-        "set effective set",
-        caps::set(None, CapSet::Effective, &kept),
+        "clear effective set",
+        caps::set(None, CapSet::Effective, &none),
     )?;
     call(
-        "set permitted set",
-        caps::set(None, CapSet::Permitted, &kept),
+        "clear permitted set",
+        caps::set(None, CapSet::Permitted, &none),
     )?;
-    let want = mask(&kept);
+    let want = mask(&bounding_kept);
     for (set, name, expected) in [
-        (CapSet::Effective, "effective", want),
-        (CapSet::Permitted, "permitted", want),
+        (CapSet::Effective, "effective", 0),
+        (CapSet::Permitted, "permitted", 0),
         (CapSet::Inheritable, "inheritable", 0),
         (CapSet::Ambient, "ambient", 0),
-        (CapSet::Bounding, "bounding", mask(&bounding_kept)),
+        (CapSet::Bounding, "bounding", want),
     ] {
         let got = mask(&call("read back", caps::read(None, set))?);
         if got != expected {
@@ -84,21 +83,14 @@ pub fn drop_to_master_set() -> Result<u64, CapsError> {
     Ok(want)
 }
 
-/// The effective mask the master keeps.
-#[cfg(test)]
-fn master_mask() -> u64 {
-    privileges::MASTER_CAPS
-        .iter()
-        .fold(0, |m, c| m | c.bitmask())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn master_mask_is_the_four_capabilities() {
-        // CAP_SETGID 6, CAP_SETUID 7, CAP_KILL 5, CAP_NET_BIND_SERVICE 10.
-        assert_eq!(master_mask(), (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10));
+    fn the_spawner_bounding_set_is_what_daemons_may_keep() {
+        // CAP_CHOWN 0, CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8.
+        let mask = privileges::SPAWNER_BOUNDING
+            .iter()
+            .fold(0u64, |m, c| m | c.bitmask());
+        assert_eq!(mask, 1 | (1 << 6) | (1 << 7) | (1 << 8));
     }
 }

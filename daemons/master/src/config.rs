@@ -48,6 +48,8 @@ impl ServiceSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub config_dir: PathBuf,
+    /// Where the programs are; the spawner keeps the one of start-up (a change needs a restart).
+    pub daemon_directory: PathBuf,
     pub services: Vec<ServiceSpec>,
     pub queue_directory: PathBuf,
     pub stop_timeout: Duration,
@@ -186,6 +188,7 @@ pub fn build(
     let throttle_time = main.get_time("service_throttle_time")?;
     Ok(Config {
         config_dir: config_dir.to_owned(),
+        daemon_directory,
         services,
         queue_directory,
         stop_timeout: main.get_time("master_stop_timeout")?,

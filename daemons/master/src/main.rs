@@ -40,6 +40,7 @@ mod listen;
 mod log;
 mod pidfile;
 mod pool;
+mod spawner;
 mod status;
 mod supervisor;
 
@@ -119,6 +120,9 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     mask.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
+    // The spawner first, while this process holds no listener, lock or log descriptor that
+    // it would inherit, and before the master gives up execve.
+    let spawner = spawner::Spawner::start(&cfg.config_dir, &cfg.daemon_directory, run_as)?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
 
@@ -164,15 +168,28 @@ fn run(opts: &Options) -> Result<(), String> {
             pidfile.path().display()
         );
     }
-    match run_as {
-        RunAs::Root => {
-            let eff = caps::drop_to_master_set().map_err(|e| e.to_string())?;
-            tracing::info!("capabilities kept: {eff:#018x}");
-        }
-        RunAs::Unprivileged => tracing::info!(
+    let dev_null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    // Everything the master opens for itself is open: confine it (privileges::master_profile).
+    let settings =
+        conf::MainCf::load(&opts.config_dir.join("main.cf")).map_err(|e| e.to_string())?;
+    let profile = privileges::master_profile(&settings, &opts.config_dir, run_as)
+        .map_err(|e| e.to_string())?;
+    let report = sandbox::apply(&profile).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "confined: capabilities {:#018x}, landlock {}, {} syscalls; daemons are started by spawner pid {}",
+        report.caps.effective,
+        report.landlock,
+        report.syscall_count,
+        spawner.pid()
+    );
+    if run_as == RunAs::Unprivileged {
+        tracing::info!(
             uid = nix::unistd::getuid().as_raw(),
             "not running as root: every daemon runs under this uid, still sandboxed"
-        ),
+        );
     }
 
     {
@@ -180,10 +197,6 @@ fn run(opts: &Options) -> Result<(), String> {
         writeln!(out, "ready pid={pid}").map_err(|e| format!("stdout: {e}"))?;
         out.flush().map_err(|e| format!("stdout: {e}"))?;
     }
-    let dev_null = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("/dev/null: {e}"))?;
     nix::unistd::dup2_stdout(&dev_null).map_err(|e| format!("stdout to /dev/null: {e}"))?;
     drop(dev_null);
     if !opts.foreground {
@@ -192,7 +205,7 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     }
 
-    supervisor::Master::new(cfg, run_as, listeners, signals, logger).run();
+    supervisor::Master::new(cfg, run_as, listeners, signals, logger, spawner).run();
     pidfile.remove();
     Ok(())
 }

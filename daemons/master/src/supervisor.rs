@@ -44,6 +44,7 @@ use crate::kernel;
 use crate::listen;
 use crate::log::{LineBuffer, SharedLogger};
 use crate::pool::{Dispatch, Kind, Phase, Pool, Said, Waiting};
+use crate::spawner::Spawner;
 use crate::status;
 
 /// Bytes read from one child's stderr per wake-up, so that a chatty child cannot starve the others.
@@ -127,6 +128,8 @@ pub struct Master {
     /// When the status file was last written, and when a pending change is due.
     status_written: Option<Instant>,
     status_due: Option<Instant>,
+    /// Starts every daemon (this process cannot `execve`).
+    spawner: Spawner,
 }
 
 fn key_of(spec: &ServiceSpec) -> Key {
@@ -154,6 +157,7 @@ impl Master {
         mut listeners: BTreeMap<Key, TcpListener>,
         signals: SignalFd,
         logger: SharedLogger,
+        spawner: Spawner,
     ) -> Master {
         let services = cfg
             .services
@@ -177,6 +181,7 @@ impl Master {
             status_text: String::new(),
             status_written: None,
             status_due: None,
+            spawner,
         }
     }
 
@@ -367,7 +372,7 @@ impl Master {
         let Some(svc) = self.services.get_mut(key) else {
             return;
         };
-        match spawn_daemon(&self.cfg, &svc.spec, svc.listener.as_ref()) {
+        match spawn_daemon(&self.spawner, &svc.spec, svc.listener.as_ref()) {
             Ok((pid, control, stderr)) => {
                 svc.pool.add(pid);
                 tracing::info!(service = %svc.spec.label(), pid, "process started");
@@ -731,6 +736,17 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: i32, code: Option<i32>, signal: Option<Signal>) {
+        if pid == self.spawner.pid() {
+            tracing::error!(
+                "the spawner (pid {pid}) ended ({}): no daemon can be started until the mail system is restarted",
+                match (code, signal) {
+                    (Some(c), _) => format!("exit status {c}"),
+                    (_, Some(s)) => format!("signal {s}"),
+                    _ => "ended".to_owned(),
+                }
+            );
+            return;
+        }
         // What it said before it exited still counts (an `Exit` with its reason, say).
         self.on_control(pid);
         let Some(mut child) = self.children.remove(&pid) else {
@@ -1059,10 +1075,11 @@ fn check_ready(
     short
 }
 
-/// Starts one daemon process: control channel at fd 3, the listener at fd 4 for an inet
-/// service, stdout and stderr on a pipe the master reads, an empty environment.
+/// Starts one daemon process through the spawner: control channel at fd 3, the listener at
+/// fd 4 for an inet service, stdout and stderr on a pipe the master reads, an empty
+/// environment; the process is a child of the master.
 fn spawn_daemon(
-    cfg: &Config,
+    spawner: &Spawner,
     spec: &ServiceSpec,
     listener: Option<&TcpListener>,
 ) -> Result<(i32, Channel, File), String> {
@@ -1077,25 +1094,29 @@ fn spawn_daemon(
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&log_write, nix::fcntl::FcntlArg::F_SETFL(flags))
         .map_err(|e| format!("fcntl: {e}"))?;
-    let argv = daemon::Args {
-        program: spec.role.clone(),
-        config_dir: cfg.config_dir.clone(),
-        service: spec.name.clone(),
-        transport: match spec.kind {
-            Kind::Inet => daemon::Transport::Inet,
-            Kind::Unix => daemon::Transport::Unix,
-        },
-        overrides: spec.overrides.clone(),
+    let field = |what: &str, value: &str| {
+        protocol::spawn::Field::try_from(value)
+            .map_err(|e| format!("{what} {value:?} cannot be passed to the spawner: {e}"))
+    };
+    let command = ServiceName::try_from(spec.role.clone())
+        .map_err(|e| format!("command {:?}: {e}", spec.role))?;
+    let mut overrides = Vec::with_capacity(spec.overrides.len());
+    for (name, value) in &spec.overrides {
+        overrides.push((field("parameter", name)?, field("value", value)?));
     }
-    .to_argv();
-    let mut plan = sandbox::Spawn::new(&spec.program, theirs.as_fd());
-    plan.arg0 = argv.first().cloned();
-    plan.args = argv.into_iter().skip(1).collect();
-    plan.extra_fds = listener.map(|l| l.as_fd()).into_iter().collect();
-    plan.output = Some(log_write.as_fd());
-    let pid = sandbox::spawn(&plan).map_err(|e| e.to_string())?;
-    drop(plan);
+    let request = protocol::spawn::ToSpawner::Start {
+        command,
+        service: field("service name", &spec.name)?,
+        listener: listener.is_some(),
+        overrides: overrides
+            .try_into()
+            .map_err(|e| format!("too many -o overrides: {e:?}"))?,
+    };
+    let mut fds = vec![theirs.as_fd(), log_write.as_fd()];
+    fds.extend(listener.map(|l| l.as_fd()));
+    let pid = spawner.start_daemon(&request, &fds, &spec.program)?;
+    drop(fds);
     drop(theirs);
     drop(log_write);
-    Ok((pid.as_raw(), ours, File::from(log_read)))
+    Ok((pid, ours, File::from(log_read)))
 }

@@ -39,20 +39,74 @@ pub fn runs_commands(role: &str, settings: &MainCf) -> Result<bool, PrivilegeErr
     }
 }
 
-/// The master's capabilities after start-up (effective and permitted): change a child's ids,
-/// bind privileged ports on reload, signal children that run under other uids.
-pub const MASTER_CAPS: [Capability; 4] = [
+/// The master's capabilities once it is confined (effective, permitted and bounding): signal
+/// children that run under other uids, bind privileged ports on reload. It changes no ids and
+/// starts no program: its spawner does.
+pub const MASTER_CAPS: [Capability; 2] = [Capability::CAP_KILL, Capability::CAP_NET_BIND_SERVICE];
+
+/// The spawner's bounding set (nothing effective or permitted): a daemon exec'd as root
+/// receives the bounding set as its permitted set, and keeps what its profile says.
+/// CAP_SETUID and CAP_SETGID: the daemons change to their uids, `local` to each recipient.
+/// CAP_SETPCAP: every daemon needs it to empty its own bounding set before it changes uid.
+/// CAP_CHOWN: the `local` agent hands a spool mailbox it made to the recipient.
+pub const SPAWNER_BOUNDING: [Capability; 4] = [
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
-    Capability::CAP_NET_BIND_SERVICE,
-    Capability::CAP_KILL,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_CHOWN,
 ];
 
-/// Kept in the master's bounding set only (not effective, not permitted): a child exec'd as root
-/// receives them. CAP_SETPCAP: every daemon needs it to empty its own bounding set before it
-/// changes uid. CAP_CHOWN: the `local` agent keeps it, to hand a spool mailbox it made to the
-/// recipient (a child can only keep what the bounding set it inherits still holds).
-pub const MASTER_BOUNDING_EXTRA: &[Capability] = &[Capability::CAP_SETPCAP, Capability::CAP_CHOWN];
+/// Why a daemon program may not be executed: as `postfix check` warns, a program that someone
+/// other than root can replace or modify runs, as root, code of whoever that is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProgramError {
+    #[error("{path}: {problem}")]
+    Unusable { path: PathBuf, problem: String },
+    #[error("{path}: owned by uid {uid}, not by root: refusing to execute it")]
+    NotRootOwned { path: PathBuf, uid: u32 },
+    #[error("{path}: writable by group or others (mode {mode:04o}): refusing to execute it")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: not a regular file")]
+    NotAFile { path: PathBuf },
+}
+
+/// Checks a daemon program and the directory it is in before they are executed: owned by
+/// root (or, under `--dev`, by root or the invoking user), not writable by group or others,
+/// and the program a regular file.
+pub fn check_program(program: &Path, run_as: RunAs) -> Result<(), ProgramError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let dir = program.parent().unwrap_or(Path::new("/"));
+    for (path, is_program) in [(dir, false), (program, true)] {
+        let meta = std::fs::metadata(path).map_err(|e| ProgramError::Unusable {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })?;
+        if is_program && !meta.is_file() {
+            return Err(ProgramError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let owner_ok = match run_as {
+            RunAs::Root => meta.uid() == 0,
+            RunAs::Unprivileged => meta.uid() == 0 || meta.uid() == me,
+        };
+        if !owner_ok {
+            return Err(ProgramError::NotRootOwned {
+                path: path.to_owned(),
+                uid: meta.uid(),
+            });
+        }
+        // A sticky world-writable directory still lets anyone add files; no exception.
+        if meta.mode() & 0o022 != 0 {
+            return Err(ProgramError::Writable {
+                path: path.to_owned(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Who may ask the master for a channel to whom: `(client role, server role, what flows)`.
 /// `master.cf` can only narrow this (a service that is not configured cannot be reached).
@@ -671,6 +725,146 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
     Ok(p)
 }
 
+/// What the master needs once its listeners are bound, its pid file held and its log open.
+const MASTER: &[Syscall] = &[
+    Syscall::new(
+        "socketpair",
+        libc::SYS_socketpair,
+        "make the channels it hands to daemons",
+    ),
+    Syscall::new("pipe2", libc::SYS_pipe2, "a pipe per daemon for its stderr"),
+    Syscall::new(
+        "wait4",
+        libc::SYS_wait4,
+        "reap daemons (children of the master, started by its spawner)",
+    ),
+    Syscall::new(
+        "kill",
+        libc::SYS_kill,
+        "stop a daemon that broke the protocol or outlived the stop timeout",
+    )
+    .when(&[
+        &[ArgCheck::eq(1, libc::SIGKILL as u64)],
+        &[ArgCheck::eq(1, libc::SIGTERM as u64)],
+        &[ArgCheck::eq(1, 0)],
+    ]),
+    Syscall::new(
+        "socket",
+        libc::SYS_socket,
+        "bind a listener added by a reload; reach syslog",
+    )
+    .when(&[
+        &[
+            ArgCheck::eq(0, libc::AF_INET as u64),
+            ArgCheck::masked(1, 0xf, libc::SOCK_STREAM as u64),
+        ],
+        &[
+            ArgCheck::eq(0, libc::AF_INET6 as u64),
+            ArgCheck::masked(1, 0xf, libc::SOCK_STREAM as u64),
+        ],
+        &[
+            ArgCheck::eq(0, libc::AF_UNIX as u64),
+            ArgCheck::masked(1, 0xf, libc::SOCK_DGRAM as u64),
+        ],
+    ]),
+    Syscall::new("bind", libc::SYS_bind, "bind a listener added by a reload"),
+    Syscall::new("listen", libc::SYS_listen, "listen on a new listener"),
+    Syscall::new(
+        "setsockopt",
+        libc::SYS_setsockopt,
+        "SO_REUSEADDR and IPV6_V6ONLY on a new listener",
+    ),
+    Syscall::new(
+        "getsockname",
+        libc::SYS_getsockname,
+        "the address a listener is bound to",
+    ),
+    Syscall::new(
+        "connect",
+        libc::SYS_connect,
+        "reach syslog's socket (landlock refuses TCP connects)",
+    ),
+    Syscall::new("sendto", libc::SYS_sendto, "send a log line to syslog"),
+    Syscall::new("getuid", libc::SYS_getuid, "whether it runs as root"),
+    Syscall::new("geteuid", libc::SYS_geteuid, "whether it runs as root"),
+    Syscall::new("uname", libc::SYS_uname, "the host name of a syslog line"),
+    #[cfg(target_arch = "x86_64")]
+    Syscall::new(
+        "dup2",
+        libc::SYS_dup2,
+        "point stdout at /dev/null after the ready line",
+    ),
+    Syscall::new(
+        "dup3",
+        libc::SYS_dup3,
+        "point stdout at /dev/null after the ready line",
+    ),
+    Syscall::new(
+        "setsid",
+        libc::SYS_setsid,
+        "leave the starting terminal's session",
+    ),
+    Syscall::new(
+        "flock",
+        libc::SYS_flock,
+        "release the pid file's lock at stop",
+    ),
+];
+
+/// The master's own profile, applied to itself once the listeners are bound, the pid file
+/// held, the log open and the spawner forked. It keeps its ids (root) and two capabilities,
+/// reads only its configuration directory and the kernel's process table, writes only its pid
+/// directory, and may neither `execve` nor map executable memory: daemons are started by the
+/// spawner, which the master forked before it confined itself. Not a daemon's profile: its
+/// children are not born in its landlock domain, so it may signal them (no signal scope).
+pub fn master_profile(
+    settings: &MainCf,
+    config_dir: &Path,
+    run_as: RunAs,
+) -> Result<Profile, PrivilegeError> {
+    let queue = path_param(settings, "queue_directory")?;
+    let mut fs = vec![
+        rule(
+            config_dir.to_owned(),
+            FsAccess::READ_ONLY,
+            "re-read main.cf and master.cf on reload",
+        ),
+        rule(
+            queue.join("pid"),
+            FsAccess::CREATE_REMOVE,
+            "the pid file (removed at stop) and the status file (rewritten by rename)",
+        ),
+        rule(
+            PathBuf::from("/proc"),
+            FsAccess::READ_FILE,
+            "compare a daemon's Ready report with /proc/PID/status",
+        ),
+    ];
+    let log = param(settings, "maillog_file")?;
+    if !log.trim().is_empty() {
+        let log = path_param(settings, "maillog_file")?;
+        fs.push(rule(
+            log,
+            FsAccess::WRITE_FILE,
+            "append to maillog_file (opened before; a new file needs a restart)",
+        ));
+    }
+    Ok(Profile {
+        identity: None,
+        keep_caps: match run_as {
+            RunAs::Root => MASTER_CAPS.to_vec(),
+            RunAs::Unprivileged => Vec::new(),
+        },
+        fs,
+        // Listeners: a reload may add one on any port; CAP_NET_BIND_SERVICE is kept for it.
+        tcp_bind: TcpPorts::Any,
+        syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_WRITE, MASTER]),
+        scope_signals: false,
+        enforcement: enforcement(settings)?,
+        ..Profile::new("master")
+    })
+}
+
 /// What a role's `Ready` report must show: the capability mask every set must equal.
 pub fn expected_caps(profile: &Profile) -> u64 {
     profile.keep_caps_mask()
@@ -688,15 +882,16 @@ pub fn privilege_map_markdown(settings: &MainCf, run_as: RunAs) -> Result<String
     let mut out = String::new();
     out.push_str(sandbox::PRIVILEGE_MAP_HEADER);
     out.push('\n');
+    let config_dir = path_param(settings, "config_directory")?;
+    let _ = writeln!(out, "{}", master_profile(settings, &config_dir, run_as)?);
     let _ = writeln!(
         out,
-        "| master | unchanged ({}) | {} (bounding set also {}) | none (not landlocked: every child would inherit its domain) | listeners of master.cf | none | no filter | - |",
+        "| spawner | unchanged ({}) | none (bounding set {}, what a daemon exec'd as root may keep) | not landlocked: each daemon starts in its domain | none | none | no filter (each daemon installs its own) | - |",
         match run_as {
             RunAs::Root => "root",
             RunAs::Unprivileged => "invoking user",
         },
-        caps_list(&MASTER_CAPS),
-        caps_list(MASTER_BOUNDING_EXTRA)
+        caps_list(&SPAWNER_BOUNDING)
     );
     for role in ROLES.iter().chain(HELPER_ROLES) {
         let _ = writeln!(out, "{}", profile(role, settings, run_as)?);
@@ -714,12 +909,16 @@ pub fn privilege_map_text(settings: &MainCf, run_as: RunAs) -> Result<String, Pr
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "master: ids unchanged; capabilities {}; bounding set also {}; no landlock, no seccomp",
-        caps_list(&MASTER_CAPS),
-        caps_list(MASTER_BOUNDING_EXTRA)
+        "spawner: ids unchanged; no capabilities (bounding set {}); no landlock, no seccomp; executes only daemon_directory's programs of declared roles, as children of the master",
+        caps_list(&SPAWNER_BOUNDING)
     );
-    for role in ROLES.iter().chain(HELPER_ROLES) {
-        let p = profile(role, settings, run_as)?;
+    let config_dir = path_param(settings, "config_directory")?;
+    for role in std::iter::once(&"master").chain(ROLES).chain(HELPER_ROLES) {
+        let p = if *role == "master" {
+            master_profile(settings, &config_dir, run_as)?
+        } else {
+            profile(role, settings, run_as)?
+        };
         let ids = p.identity.as_ref().map_or_else(
             || "unchanged".to_owned(),
             |id| format!("{}:{}", id.uid, id.gid),
