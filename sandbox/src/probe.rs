@@ -39,6 +39,11 @@ pub struct ProbeTargets {
     pub loopback_port: u16,
     /// A binary to try to execute.
     pub exec_path: PathBuf,
+    /// A file only root may read, which no profile grants: the shadow password file.
+    pub secret_path: PathBuf,
+    /// A directory only root may write, which no profile grants: `/etc`, where a compromise
+    /// would add a cron job or rewrite the passwd file.
+    pub protected_dir: PathBuf,
 }
 
 impl Default for ProbeTargets {
@@ -47,6 +52,8 @@ impl Default for ProbeTargets {
             outside_path: "/etc/passwd".into(),
             loopback_port: 25,
             exec_path: "/bin/sh".into(),
+            secret_path: "/etc/shadow".into(),
+            protected_dir: "/etc".into(),
         }
     }
 }
@@ -83,6 +90,30 @@ const REFUSED: &[Errno] = &[Errno::EPERM, Errno::EACCES];
 pub fn open_outside(targets: &ProbeTargets) -> ProbeResult {
     let result = std::fs::File::open(&targets.outside_path).map(drop);
     from_io("open a path outside the rules", result, REFUSED)
+}
+
+pub fn open_secret(targets: &ProbeTargets) -> ProbeResult {
+    let result = std::fs::File::open(&targets.secret_path).map(drop);
+    from_io("open a secret file for reading", result, REFUSED)
+}
+
+/// Creates (exclusively) a file in the protected directory and, should that succeed, removes
+/// it again at once.
+pub fn create_in_protected_dir(targets: &ProbeTargets) -> ProbeResult {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = targets
+        .protected_dir
+        .join(format!(".postern-probe-{}", std::process::id()));
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map(|file| {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+        });
+    from_io("create a file in a system directory", result, REFUSED)
 }
 
 pub fn tcp_connect(targets: &ProbeTargets) -> ProbeResult {
@@ -146,6 +177,8 @@ pub fn openat2() -> ProbeResult {
 pub fn run(targets: &ProbeTargets) -> Vec<ProbeResult> {
     vec![
         open_outside(targets),
+        open_secret(targets),
+        create_in_protected_dir(targets),
         tcp_connect(targets),
         socket_unix(),
         socket_inet(),

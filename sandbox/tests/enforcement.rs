@@ -1244,10 +1244,16 @@ fn probes_are_all_denied(dir: &Path) -> Outcome {
     let outside = dir.join("outside");
     expect_ok("write", fs::write(&outside, "x"))?;
     let server = expect_ok("listen", TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+    let secret = dir.join("secret");
+    expect_ok("write", fs::write(&secret, "x"))?;
+    let protected = dir.join("protected");
+    expect_ok("mkdir", fs::create_dir(&protected))?;
     let targets = sandbox::ProbeTargets {
         outside_path: outside,
         loopback_port: expect_ok("local_addr", server.local_addr())?.port(),
         exec_path: "/bin/sh".into(),
+        secret_path: secret,
+        protected_dir: protected,
     };
     let profile = Profile {
         syscalls: syscalls::set(&[syscalls::BASE, syscalls::FILES_READ]),
@@ -1255,7 +1261,7 @@ fn probes_are_all_denied(dir: &Path) -> Outcome {
     };
     applied(&profile)?;
     let results = sandbox::probe(&targets);
-    ensure!(results.len() == 9, "{} probes", results.len());
+    ensure!(results.len() == 11, "{} probes", results.len());
     for result in &results {
         println!(
             "probe {:?} denied={} ({})",

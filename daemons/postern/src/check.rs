@@ -27,7 +27,7 @@ use sandbox::{Capability, FsAccess, Profile, TcpPorts};
 
 use crate::args::PROBE_SUBCOMMAND;
 use crate::instance::Instance;
-use crate::probe::{EXEC_PATH, LOOPBACK_PORT, OUTSIDE_PATH, PROBE_TAG, REPORT_TAG};
+use crate::probe::{EXEC_PATH, LOOPBACK_PORT, MASTER, OUTSIDE_PATH, PROBE_TAG, REPORT_TAG};
 
 /// How long one probe child may take: its slowest probe is a 2 s loopback connect.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,7 +80,11 @@ pub fn granted_by(profile: &Profile, action: &str) -> Option<String> {
         TcpPorts::Only(ports) => !ports.is_empty(),
         TcpPorts::None => false,
     };
+    let master = profile.service == MASTER;
     match action {
+        ACTION_SOCKET_INET if master => {
+            Some("the master binds master.cf's listeners, on reload too".into())
+        }
         ACTION_CONNECT if connect => Some(format!(
             "its profile allows TCP connect to {}",
             profile.tcp_connect
@@ -284,9 +288,13 @@ pub fn run(instance: &Instance, out: &mut dyn Write) -> anyhow::Result<i32> {
         "\nsandbox probes (each role's profile applied in a child process):"
     )?;
     let mut probes_run = 0usize;
-    for role in privileges::ROLES {
+    for role in std::iter::once(&MASTER).chain(privileges::ROLES) {
         let settings = instance.settings_for_role(role)?;
-        let profile = privileges::profile(role, &settings, run_as)?;
+        let profile = if *role == MASTER {
+            privileges::master_profile(&settings, instance.config_dir(), run_as)?
+        } else {
+            privileges::profile(role, &settings, run_as)?
+        };
         writeln!(out, "  {role}:")?;
         let output = run_probe_child(instance.config_dir(), role)
             .and_then(|text| parse_probe_output(&text).map_err(|e| e.to_string()));
@@ -323,7 +331,7 @@ pub fn run(instance: &Instance, out: &mut dyn Write) -> anyhow::Result<i32> {
     if failures == 0 {
         writeln!(
             out,
-            "\npostern: check passed: {probes_run} probes in {} roles, every forbidden action denied",
+            "\npostern: check passed: {probes_run} probes in the master and {} roles, every forbidden action denied",
             privileges::ROLES.len()
         )?;
         Ok(0)

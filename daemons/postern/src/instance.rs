@@ -144,6 +144,10 @@ impl Instance {
                             "{at}: program {} is not installed; the master will refuse to start",
                             program.display()
                         ));
+                    } else if let Err(e) =
+                        privileges::check_program(&program, privileges::RunAs::current())
+                    {
+                        problems.push(format!("{at}: {e}"));
                     }
                 }
                 Err(e) => problems.push(format!("{at}: {e}")),

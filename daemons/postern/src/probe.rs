@@ -17,6 +17,8 @@ use sandbox::ProbeTargets;
 use crate::instance::Instance;
 
 pub const REPORT_TAG: &str = "report";
+/// The probe name of the master's own profile (`privileges::master_profile`).
+pub const MASTER: &str = "master";
 pub const PROBE_TAG: &str = "probe";
 
 /// A file no daemon profile grants: reading the passwd database is the classic first step after
@@ -26,12 +28,18 @@ pub const OUTSIDE_PATH: &str = "/etc/passwd";
 pub const LOOPBACK_PORT: u16 = 25;
 /// A program to try to execute: a shell.
 pub const EXEC_PATH: &str = "/bin/sh";
+/// A file that only root reads: the first thing a process running as root would take.
+pub const SECRET_PATH: &str = "/etc/shadow";
+/// A directory that only root writes: cron jobs, the passwd file.
+pub const PROTECTED_DIR: &str = "/etc";
 
 pub fn targets() -> ProbeTargets {
     ProbeTargets {
         outside_path: OUTSIDE_PATH.into(),
         loopback_port: LOOPBACK_PORT,
         exec_path: EXEC_PATH.into(),
+        secret_path: SECRET_PATH.into(),
+        protected_dir: PROTECTED_DIR.into(),
     }
 }
 
@@ -44,7 +52,12 @@ fn clean(field: &str) -> String {
 pub fn run(config_dir: &Path, role: &str) -> anyhow::Result<()> {
     let instance = Instance::load(config_dir)?;
     let settings = instance.settings_for_role(role)?;
-    let profile = privileges::profile(role, &settings, privileges::RunAs::current())?;
+    let run_as = privileges::RunAs::current();
+    let profile = if role == MASTER {
+        privileges::master_profile(&settings, instance.config_dir(), run_as)?
+    } else {
+        privileges::profile(role, &settings, run_as)?
+    };
     let report = sandbox::apply(&profile)?;
     let results = sandbox::probe(&targets());
 

@@ -751,7 +751,7 @@ const MASTER: &[Syscall] = &[
     Syscall::new(
         "socket",
         libc::SYS_socket,
-        "bind a listener added by a reload; reach syslog",
+        "bind a listener added by a reload",
     )
     .when(&[
         &[
@@ -761,10 +761,6 @@ const MASTER: &[Syscall] = &[
         &[
             ArgCheck::eq(0, libc::AF_INET6 as u64),
             ArgCheck::masked(1, 0xf, libc::SOCK_STREAM as u64),
-        ],
-        &[
-            ArgCheck::eq(0, libc::AF_UNIX as u64),
-            ArgCheck::masked(1, 0xf, libc::SOCK_DGRAM as u64),
         ],
     ]),
     Syscall::new("bind", libc::SYS_bind, "bind a listener added by a reload"),
@@ -780,11 +776,10 @@ const MASTER: &[Syscall] = &[
         "the address a listener is bound to",
     ),
     Syscall::new(
-        "connect",
-        libc::SYS_connect,
-        "reach syslog's socket (landlock refuses TCP connects)",
+        "sendto",
+        libc::SYS_sendto,
+        "send a log line on the syslog socket connected before",
     ),
-    Syscall::new("sendto", libc::SYS_sendto, "send a log line to syslog"),
     Syscall::new("getuid", libc::SYS_getuid, "whether it runs as root"),
     Syscall::new("geteuid", libc::SYS_geteuid, "whether it runs as root"),
     Syscall::new("uname", libc::SYS_uname, "the host name of a syslog line"),
@@ -823,7 +818,9 @@ pub fn master_profile(
     run_as: RunAs,
 ) -> Result<Profile, PrivilegeError> {
     let queue = path_param(settings, "queue_directory")?;
-    let mut fs = vec![
+    // The log (maillog_file or syslog's socket) is open before: landlock checks opens, not
+    // writes to an open descriptor. A reload that names another log needs a restart.
+    let fs = vec![
         rule(
             config_dir.to_owned(),
             FsAccess::READ_ONLY,
@@ -840,15 +837,6 @@ pub fn master_profile(
             "compare a daemon's Ready report with /proc/PID/status",
         ),
     ];
-    let log = param(settings, "maillog_file")?;
-    if !log.trim().is_empty() {
-        let log = path_param(settings, "maillog_file")?;
-        fs.push(rule(
-            log,
-            FsAccess::WRITE_FILE,
-            "append to maillog_file (opened before; a new file needs a restart)",
-        ));
-    }
     Ok(Profile {
         identity: None,
         keep_caps: match run_as {

@@ -200,13 +200,17 @@ fn privilege_map_has_a_row_per_role_and_the_matrix() {
             "{role} missing:\n{md}"
         );
     }
+    // The master: root's ids kept, two capabilities, landlocked to its configuration, its pid
+    // directory and /proc; the spawner's row says where programs are executed.
     assert!(md.contains(
-        "| master | unchanged (root) | CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SETGID, CAP_SETUID"
-    ));
+        "\n| master | unchanged | CAP_KILL, CAP_NET_BIND_SERVICE | /etc/postern (read-only)<br>"
+    ), "{md}");
+    assert!(md.contains("\n| spawner | unchanged (root) | none (bounding set CAP_CHOWN, CAP_SETGID, CAP_SETPCAP, CAP_SETUID"), "{md}");
     assert!(md.contains("| smtpd | cleanup |"));
     assert!(md.contains("| 61001:61001 |"));
     let text = privilege_map_text(&s, RunAs::Unprivileged).unwrap();
-    assert_eq!(text.lines().count(), ROLES.len() + HELPER_ROLES.len() + 1);
+    // The spawner's line, the master's, then every role's.
+    assert_eq!(text.lines().count(), ROLES.len() + HELPER_ROLES.len() + 2);
     assert!(text.contains("smtpd: runs as unchanged;"));
     assert!(text.contains("channels to cleanup, auth"));
 }
@@ -245,6 +249,9 @@ fn every_profile() -> Vec<(String, &'static str, Profile, bool)> {
                 let runs = runs_commands(role, &s).unwrap();
                 all.push((label, *role, p, runs));
             }
+            let master = master_profile(&s, Path::new("/etc/postern"), run_as)
+                .unwrap_or_else(|e| panic!("master: {e}"));
+            all.push((format!("master ({run_as:?})"), "master", master, false));
         }
     }
     all
