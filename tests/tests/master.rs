@@ -759,6 +759,37 @@ fn the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children()
     assert!(!alive(spawner), "the spawner {spawner} outlived its master");
 }
 
+/// The confined master cannot reach a new daemon_directory or queue_directory: a reload says
+/// that this takes a restart and keeps serving with the old ones.
+#[test]
+fn a_reload_that_moves_what_the_confined_master_fixed_says_it_takes_a_restart() {
+    let mut inst = Instance::new("reload-restart", SMTPD_ONLY, "");
+    inst.start();
+    let main_cf = inst.config_dir().join("main.cf");
+    let text = fs::read_to_string(&main_cf).unwrap();
+    let moved = text.replace("/libexec\n", "/libexec-new\n");
+    assert_ne!(text, moved);
+    write_mode(&main_cf, &moved);
+    inst.signal(Signal::SIGHUP);
+    assert!(
+        inst.wait_log(
+            "reload: daemon_directory changed from",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        inst.log()
+    );
+    assert!(
+        inst.log().contains("this takes a restart"),
+        "{}",
+        inst.log()
+    );
+    let mut c = inst.connect();
+    assert!(c.pid() > 0, "still served from the old daemon_directory");
+    c.quit();
+    assert_eq!(inst.stop(), Some(0));
+}
+
 /// Before this change the master executed whatever file daemon_directory held: a program
 /// that group or others could write, or (as root) one owned by another user, was run as root.
 #[test]

@@ -823,13 +823,43 @@ impl Master {
     /// SIGHUP: re-reads both files. Running processes and their connections are not interrupted;
     /// a listener whose address is unchanged stays open.
     fn reload(&mut self) {
-        let cfg = match config::load(&self.cfg.config_dir, self.run_as) {
+        let mut cfg = match config::load(&self.cfg.config_dir, self.run_as) {
             Ok(cfg) => cfg,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
                 return;
             }
         };
+        // What the confined master and its spawner fixed at start-up.
+        for (name, old, new) in [
+            (
+                "daemon_directory",
+                self.cfg.daemon_directory.display().to_string(),
+                cfg.daemon_directory.display().to_string(),
+            ),
+            (
+                "queue_directory",
+                self.cfg.queue_directory.display().to_string(),
+                cfg.queue_directory.display().to_string(),
+            ),
+            (
+                "maillog_file",
+                self.cfg.maillog_file.clone(),
+                cfg.maillog_file.clone(),
+            ),
+        ] {
+            if old != new {
+                tracing::warn!(
+                    "reload: {name} changed from {old:?} to {new:?}: this takes a restart \
+                     (postern stop, postern start); running with the old value"
+                );
+            }
+        }
+        if cfg.daemon_directory != self.cfg.daemon_directory {
+            for spec in &mut cfg.services {
+                spec.program = privileges::program_path(&self.cfg.daemon_directory, &spec.role);
+            }
+        }
         let mut seen = Vec::new();
         for spec in &cfg.services {
             let key = key_of(spec);
@@ -893,6 +923,9 @@ impl Master {
             self.stop_service_processes(&key);
         }
         tracing::info!(services = cfg.services.len(), "configuration reloaded");
+        cfg.daemon_directory = self.cfg.daemon_directory.clone();
+        cfg.queue_directory = self.cfg.queue_directory.clone();
+        cfg.maillog_file = self.cfg.maillog_file.clone();
         self.cfg = cfg;
     }
 
