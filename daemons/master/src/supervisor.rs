@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use privileges::RunAs;
 use protocol::control::{
     ExitReason, FromMaster, LandlockStatus, RefusalReason, SandboxReport, ToMaster,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, START_TIMEOUT,
 };
 use protocol::{Channel, ChannelError, Message, ServiceName};
 use sandbox::Enforcement;
@@ -55,7 +55,8 @@ const MAX_MESSAGES_PER_WAKEUP: usize = 64;
 /// How long a new process may take to say `Hello` and `Ready`. Start-up is reading the
 /// configuration and applying the sandbox (milliseconds); a process still silent after this is
 /// hung or hostile, and while it counts as available its service would get no other process.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The daemon waits as long for `Go` (the same constant, from `protocol`).
+const READY_TIMEOUT: Duration = START_TIMEOUT;
 
 /// A service is identified by its master.cf name and type, as in Postfix.
 type Key = (String, Kind);
@@ -226,8 +227,7 @@ impl Master {
     fn unready(&self) -> impl Iterator<Item = (i32, Instant)> + '_ {
         self.children.iter().filter_map(|(&pid, c)| {
             let phase = self.services.get(&c.key)?.pool.phase(pid)?;
-            (!c.accounted && matches!(phase, Phase::AwaitHello | Phase::AwaitReady))
-                .then_some((pid, c.started + READY_TIMEOUT))
+            (!c.accounted && phase.starting()).then_some((pid, c.started + READY_TIMEOUT))
         })
     }
 
@@ -495,29 +495,40 @@ impl Master {
         }
     }
 
-    /// Compares a `Ready` report, and what the kernel says about the process, with the profile.
+    /// Compares a `Ready` report, and what the kernel says about the process, with the profile;
+    /// answers `Go` if they match (or, under `best_effort`, after logging what falls short). A
+    /// process refused here is killed and never gets `Go`, so it has served nothing.
     fn on_ready(&mut self, pid: i32, key: &Key, report: &SandboxReport) {
         let Some(svc) = self.services.get(key) else {
             return;
         };
         let shortfalls = check_ready(&svc.spec, self.run_as, self.my_uid, pid, report);
-        if shortfalls.is_empty() {
-            return;
-        }
-        let text = shortfalls.join("; ");
-        match svc.spec.profile.enforcement {
-            Enforcement::Required => self.violation(
-                pid,
-                "Ready",
-                &format!(
-                    "sandbox falls short of its profile (sandbox_enforcement = required): {text}"
+        if !shortfalls.is_empty() {
+            let text = shortfalls.join("; ");
+            match svc.spec.profile.enforcement {
+                Enforcement::Required => {
+                    self.violation(
+                        pid,
+                        "Ready",
+                        &format!(
+                            "sandbox falls short of its profile (sandbox_enforcement = required): {text}"
+                        ),
+                    );
+                    return;
+                }
+                Enforcement::BestEffort => tracing::warn!(
+                    service = %svc.spec.label(),
+                    pid,
+                    "sandbox falls short of its profile (best_effort): {text}"
                 ),
-            ),
-            Enforcement::BestEffort => tracing::warn!(
-                service = %svc.spec.label(),
-                pid,
-                "sandbox falls short of its profile (best_effort): {text}"
-            ),
+            }
+        }
+        // INVARIANT: `Go` only after the check above, and the pool hands the process work (a
+        // channel; for inet, the count of available processes) only once `Go` is sent.
+        if self.send(pid, &FromMaster::Go, None) {
+            if let Some(svc) = self.services.get_mut(key) {
+                svc.pool.go(pid);
+            }
         }
     }
 

@@ -162,7 +162,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     // Opened before the sandbox, which forbids opening files.
     let mut status = File::open("/proc/self/status")?;
-    d.enter_sandbox()?;
+    match d.enter_sandbox() {
+        Err(daemon::Error::StoppedBeforeStart) => return Ok(()),
+        other => other?,
+    };
     let ended = match d.args().transport {
         Transport::Inet => {
             d.serve_inet(|d, stream, _peer: SocketAddr| session(d, stream, &mut status))?
