@@ -9,8 +9,15 @@
 //! Version negotiation is the first exchange: a daemon sends `Hello`, the master
 //! answers `Welcome`, both with [`PROTOCOL_VERSION`]. A different version is refused
 //! on decode, so the two ends of a channel always run the same schema.
+//!
+//! Start-up is `Hello`, `Welcome`, `Ready`, `Go`: a daemon applies its sandbox, says
+//! `Ready` with its report, and serves nothing (accepts no connection, reads no
+//! channel) until the master has checked the report and `/proc/PID/status` against the
+//! profile and answered `Go`. A master that finds a shortfall kills the process, which
+//! therefore never gets `Go`; a daemon without `Go` within [`START_TIMEOUT`] exits.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -18,14 +25,22 @@ use crate::codec::{deserialize_validated, InvalidValue, Message};
 use crate::service::ServiceName;
 
 /// The control protocol's version; raised whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: `FromMaster::Go`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// How long start-up may take, from the exec to `Go`: the master kills a process that
+/// has not said `Ready` within it, and a daemon that said `Ready` exits if `Go` has not
+/// come within it. Start-up is reading the configuration and applying the sandbox
+/// (milliseconds); a process, or a master, still silent after this is hung or hostile.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A daemon's message to the master.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToMaster {
     /// The first message a daemon sends.
     Hello { version: u32 },
-    /// Sent once the sandbox is applied, before the first request is read.
+    /// Sent once the sandbox is applied, before the first request is read; the daemon
+    /// then waits for `Go`.
     Ready { report: SandboxReport },
     /// Serving a client or a request.
     Busy,
@@ -53,6 +68,9 @@ pub enum FromMaster {
     Incoming { from: ServiceName },
     /// Finish the current work, send `Exit`, and exit.
     Stop,
+    /// The answer to `Ready`: the report and the kernel's view of the process match the
+    /// profile; the daemon may now accept connections and read channels.
+    Go,
 }
 
 fn check_version(version: u32) -> Result<(), InvalidValue> {
@@ -94,6 +112,7 @@ impl Message for FromMaster {
             FromMaster::Refused { .. } => "Refused",
             FromMaster::Incoming { .. } => "Incoming",
             FromMaster::Stop => "Stop",
+            FromMaster::Go => "Go",
         }
     }
 
@@ -470,6 +489,7 @@ mod tests {
                 .prop_map(|(service, reason)| FromMaster::Refused { service, reason }),
             service_name().prop_map(|from| FromMaster::Incoming { from }),
             Just(FromMaster::Stop),
+            Just(FromMaster::Go),
         ]
     }
 
@@ -495,11 +515,11 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused() {
-        let hello = postcard::to_allocvec(&ToMaster::Hello { version: 2 }).unwrap();
+        let hello = postcard::to_allocvec(&ToMaster::Hello { version: 1 }).unwrap();
         assert_eq!(
             decode::<ToMaster>(&hello),
             Err(DecodeError::Invalid(InvalidValue::UnknownVersion {
-                got: 2,
+                got: 1,
                 supported: PROTOCOL_VERSION
             }))
         );
@@ -535,11 +555,21 @@ mod tests {
             ),
             (FromMaster::Incoming { from: svc.clone() }, "Incoming", 1),
             (FromMaster::Stop, "Stop", 0),
+            (FromMaster::Go, "Go", 0),
         ] {
             assert_eq!((msg.kind(), msg.fd_count()), (kind, fds));
         }
         assert_eq!(ToMaster::Connect { service: svc }.fd_count(), 0);
         assert_eq!(ToMaster::Idle.kind(), "Idle");
+    }
+
+    #[test]
+    fn go_is_one_byte_and_carries_nothing() {
+        // `Go` is variant 5 of `FromMaster`; anything after it is a framing error.
+        let bytes = encode(&FromMaster::Go).unwrap();
+        assert_eq!(bytes, [5u8]);
+        assert_eq!(decode::<FromMaster>(&bytes), Ok(FromMaster::Go));
+        assert!(decode::<FromMaster>(&[5u8, 0]).is_err());
     }
 
     #[test]

@@ -935,6 +935,61 @@ fn a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled() {
     assert_eq!(inst.stop(), Some(0));
 }
 
+#[test]
+fn a_daemon_whose_bounding_set_is_not_empty_never_gets_go() {
+    let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
+                    liar-bounding unix n - n - 1 cleanup\n";
+    let mut inst = Instance::new("bounding", services, "");
+    inst.start();
+    let mut c = inst.connect();
+    c.send("CONNECT liar-bounding");
+    if !is_root() {
+        // Unprivileged, the inherited bounding set is what every daemon has (it cannot drop it):
+        // the master accepts it, and the process serves.
+        assert_eq!(c.line(), "OK", "{}", inst.log());
+        assert!(inst.log().contains("liar-bounding got Go"));
+        skip_root_only("a_daemon_whose_bounding_set_is_not_empty_never_gets_go");
+        drop(c);
+        assert_eq!(inst.stop(), Some(0));
+        return;
+    }
+    // Its report claims an empty bounding set; the kernel shows the master's (CAP_CHOWN 0,
+    // CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8, CAP_NET_BIND_SERVICE 10).
+    let bounding = 1u64 | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10);
+    let needle = format!("kernel says CapBnd {bounding:#x}, profile keeps 0x0");
+    assert!(
+        inst.wait_log(&needle, Duration::from_secs(5)),
+        "{}",
+        inst.log()
+    );
+    let log = inst.log();
+    let line = log.lines().find(|l| l.contains(&needle)).unwrap();
+    assert!(
+        line.contains("liar-bounding") && line.contains("protocol violation (Ready)"),
+        "{line}"
+    );
+    assert!(line.contains("killed"), "{line}");
+    // Everything else was in force: the bounding set is the only shortfall.
+    assert!(
+        !line.contains("CapEff") && !line.contains("Seccomp"),
+        "{line}"
+    );
+    assert!(inst.wait_log(
+        "service liar-bounding/unix throttled",
+        Duration::from_secs(2)
+    ));
+    // The client's channel never reached a process: its Connect was granted, but the ping
+    // through it is not answered while the service is throttled.
+    assert!(c.try_line(Duration::from_millis(500)).is_none());
+    assert!(
+        !inst.log().contains("liar-bounding got Go"),
+        "{}",
+        inst.log()
+    );
+    drop(c);
+    assert_eq!(inst.stop(), Some(0));
+}
+
 fn comm(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim().to_owned())

@@ -1,5 +1,5 @@
 //! The bounce binary under its real sandbox, driven by a stand-in master: Hello and Ready with
-//! seccomp in force, a channel from "qmgr" with a notice and its queue file descriptor, a
+//! seccomp in force, Go, a channel from "qmgr" with a notice and its queue file descriptor, a
 //! `Connect` to cleanup answered with a fake cleanup, and the report's queue id back to qmgr.
 
 use std::fs::OpenOptions;
@@ -122,6 +122,8 @@ fn a_sandboxed_bounce_reports_through_cleanup() {
         ToMaster::Ready { report } => assert!(report.seccomp, "seccomp in force"),
         other => panic!("{other:?}"),
     }
+    // The stand-in master's verdict on the report: the daemon serves nothing before it.
+    master.send(&FromMaster::Go, &[]).unwrap();
 
     let (qmgr, theirs) = Channel::pair().unwrap();
     master

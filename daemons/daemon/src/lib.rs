@@ -3,9 +3,16 @@
 //! ```text
 //! let mut d = daemon::Daemon::init(ROLE)?;   // argv, settings, fd 3, Hello/Welcome
 //! // open what the sandbox will forbid (certificates, an fd on a file) ...
-//! d.enter_sandbox()?;                        // INVARIANT: before any request, before any thread
+//! d.enter_sandbox()?;                        // INVARIANT: before any request, before any thread;
+//!                                            // Ready, then nothing until the master's Go
 //! d.serve_inet(handle_session)?;             // or serve_unix(handle_channel)
 //! ```
+//!
+//! [`Daemon::enter_sandbox`] returns only once the master has checked the `Ready` report and
+//! the kernel's view of this process against the profile and answered `Go`: until then the
+//! listener is not polled and no channel is read. A master that finds a shortfall kills the
+//! process; one that closes the channel, sends anything but `Go` or `Stop`, or says nothing
+//! within [`START_TIMEOUT`] ends it with an error, having served nothing.
 //!
 //! A resident daemon with its own `poll` loop (qmgr, which holds many channels at once) polls
 //! [`Daemon::control_fd`], takes events with [`Daemon::poll_control`] and says
@@ -34,6 +41,7 @@ use std::time::{Duration, Instant};
 use conf::MainCf;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use privileges::RunAs;
+pub use protocol::control::START_TIMEOUT;
 use protocol::control::{
     Capabilities, ExitReason, FromMaster, LandlockReport, LandlockStatus, SandboxReport, ToMaster,
     PROTOCOL_VERSION,
@@ -107,7 +115,7 @@ pub enum Error {
     Listener(std::io::Error),
     #[error("poll: {0}")]
     Poll(nix::Error),
-    #[error("the master is stopping: it sent Stop before Welcome")]
+    #[error("the master is stopping: it sent Stop before this daemon started serving")]
     StoppedBeforeStart,
     #[error("prctl(PR_SET_PDEATHSIG): {0}")]
     DeathSignal(nix::Error),
@@ -119,7 +127,8 @@ pub struct Daemon {
     settings: MainCf,
     control: Channel,
     listener: Option<TcpListener>,
-    sandboxed: bool,
+    /// The sandbox is applied and the master answered `Ready` with `Go`.
+    started: bool,
     stop: bool,
     /// `Stop` already returned by `poll_control` (it is reported once).
     stop_reported: bool,
@@ -209,7 +218,7 @@ impl Daemon {
             settings,
             control,
             listener,
-            sandboxed: false,
+            started: false,
             stop: false,
             stop_reported: false,
             waiting: VecDeque::new(),
@@ -248,14 +257,13 @@ impl Daemon {
         self.stop
     }
 
-    /// Applies the role's sandbox profile from `privileges` and reports `Ready` with what is in
-    /// force.
+    /// Applies the role's sandbox profile from `privileges`, reports `Ready` with what is in
+    /// force, and waits for the master's `Go` (see the module header).
     pub fn enter_sandbox(&mut self) -> Result<sandbox::Report, Error> {
         let profile = privileges::profile(self.role(), &self.settings, RunAs::current())?;
         // INVARIANT: this runs before the first request is read and before any thread starts;
         // `sandbox::apply` refuses a multi-threaded process.
         let report = sandbox::apply(&profile)?;
-        self.sandboxed = true;
         let wire = to_wire(&report)?;
         self.send(&ToMaster::Ready { report: wire })?;
         tracing::info!(
@@ -266,7 +274,29 @@ impl Daemon {
             dev_mode = report.dev_mode,
             "sandbox applied"
         );
+        // INVARIANT: nothing is served (no accept, no channel read, no queue file opened by the
+        // caller) before the master has checked this process against its profile and said Go.
+        self.await_go()?;
+        self.started = true;
         Ok(report)
+    }
+
+    /// Waits for the master's answer to `Ready`. Only `Go` lets the daemon serve; `Stop` (the
+    /// master is stopping), a closed channel (the master refused this process, or is gone), any
+    /// other message, or silence for [`START_TIMEOUT`] end start-up with an error.
+    fn await_go(&mut self) -> Result<(), Error> {
+        match self.recv_within(START_TIMEOUT)? {
+            Some(FromMaster::Go) => Ok(()),
+            Some(FromMaster::Stop) => {
+                self.stop = true;
+                Err(Error::StoppedBeforeStart)
+            }
+            Some(other) => Err(Error::Unexpected {
+                kind: protocol::Message::kind(&other),
+                when: "instead of Go",
+            }),
+            None => Err(Error::Timeout(START_TIMEOUT)),
+        }
     }
 
     fn send(&self, msg: &ToMaster) -> Result<(), Error> {
@@ -420,7 +450,7 @@ impl Daemon {
                 what: "it has no listener",
             });
         };
-        assert!(self.sandboxed, "serve_inet before enter_sandbox");
+        assert!(self.started, "serve_inet before enter_sandbox and Go");
         let (max_use, max_idle) = self.limits()?;
         let mut idle_since = Instant::now();
         loop {
@@ -486,7 +516,7 @@ impl Daemon {
                 what: "it receives no channels",
             });
         }
-        assert!(self.sandboxed, "serve_unix before enter_sandbox");
+        assert!(self.started, "serve_unix before enter_sandbox and Go");
         let (max_use, max_idle) = self.limits()?;
         let mut idle_since = Instant::now();
         let mut ending: Option<(Ended, Instant)> = None;
@@ -624,10 +654,10 @@ mod tests {
     }
 
     /// Runs `master` on the other end of a fresh control channel and starts a daemon on this end.
-    fn with_master(
+    fn with_master<T: Send + 'static>(
         transport: Transport,
-        master: impl FnOnce(Channel) + Send + 'static,
-    ) -> (Result<Daemon, Error>, thread::JoinHandle<()>) {
+        master: impl FnOnce(Channel) -> T + Send + 'static,
+    ) -> (Result<Daemon, Error>, thread::JoinHandle<T>) {
         let (ours, theirs) = Channel::pair().unwrap();
         let handle = thread::spawn(move || master(theirs));
         let d = Daemon::start(args(transport), MainCf::defaults(), ours, None);
@@ -745,6 +775,64 @@ mod tests {
         let (d, master) = with_master(Transport::Unix, drop);
         assert!(matches!(d, Err(Error::Channel(ChannelError::PeerClosed))));
         master.join().unwrap();
+    }
+
+    #[test]
+    fn start_up_ends_at_go_and_nothing_else_starts_serving() {
+        // Go: the daemon may serve.
+        let (d, master) = with_master(Transport::Unix, |ch| {
+            welcome(&ch);
+            ch.send(&FromMaster::Go, &[]).unwrap();
+        });
+        let mut d = d.unwrap();
+        d.await_go().unwrap();
+        master.join().unwrap();
+        // A channel handed over before Go is a protocol error, not work: it is not taken.
+        let (d, master) = with_master(Transport::Unix, |ch| {
+            welcome(&ch);
+            let (a, b) = Channel::pair().unwrap();
+            ch.send(
+                &FromMaster::Incoming {
+                    from: name("smtpd"),
+                },
+                &[a.as_fd()],
+            )
+            .unwrap();
+            drop(a);
+            b
+        });
+        let mut d = d.unwrap();
+        assert!(matches!(
+            d.await_go(),
+            Err(Error::Unexpected {
+                kind: "Incoming",
+                when: "instead of Go"
+            })
+        ));
+        assert!(d.waiting.is_empty());
+        drop(d);
+        let b = master.join().unwrap();
+        assert!(matches!(
+            b.recv::<ToMaster>(),
+            Err(ChannelError::PeerClosed)
+        ));
+        // Stop before Go: the master is stopping; the daemon starts nothing.
+        let (d, master) = with_master(Transport::Inet, |ch| {
+            welcome(&ch);
+            ch.send(&FromMaster::Stop, &[]).unwrap();
+        });
+        let mut d = d.unwrap();
+        assert!(matches!(d.await_go(), Err(Error::StoppedBeforeStart)));
+        assert!(d.stop_requested());
+        master.join().unwrap();
+        // The master closes the channel (it refused this process, or it is gone).
+        let (d, master) = with_master(Transport::Inet, |ch| welcome(&ch));
+        let mut d = d.unwrap();
+        master.join().unwrap();
+        assert!(matches!(
+            d.await_go(),
+            Err(Error::Channel(ChannelError::PeerClosed))
+        ));
     }
 
     #[test]

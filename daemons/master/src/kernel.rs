@@ -16,9 +16,11 @@ pub struct ProcStatus {
     /// Real, effective, saved and filesystem uid.
     pub uid: Option<[u32; 4]>,
     pub gid: Option<[u32; 4]>,
-    pub cap_eff: Option<u64>,
+    pub cap_inh: Option<u64>,
     pub cap_prm: Option<u64>,
+    pub cap_eff: Option<u64>,
     pub cap_bnd: Option<u64>,
+    pub cap_amb: Option<u64>,
     pub no_new_privs: Option<bool>,
     /// 0 none, 1 strict, 2 filter.
     pub seccomp: Option<u8>,
@@ -43,9 +45,11 @@ pub fn parse(text: &str) -> ProcStatus {
         match key {
             "Uid" => s.uid = ids(value),
             "Gid" => s.gid = ids(value),
-            "CapEff" => s.cap_eff = u64::from_str_radix(value, 16).ok(),
+            "CapInh" => s.cap_inh = u64::from_str_radix(value, 16).ok(),
             "CapPrm" => s.cap_prm = u64::from_str_radix(value, 16).ok(),
+            "CapEff" => s.cap_eff = u64::from_str_radix(value, 16).ok(),
             "CapBnd" => s.cap_bnd = u64::from_str_radix(value, 16).ok(),
+            "CapAmb" => s.cap_amb = u64::from_str_radix(value, 16).ok(),
             "NoNewPrivs" => s.no_new_privs = value.parse::<u8>().ok().map(|v| v == 1),
             "Seccomp" => s.seccomp = value.parse().ok(),
             "State" => s.exited = value.starts_with(['Z', 'X']),
@@ -70,13 +74,14 @@ mod tests {
     #[test]
     fn parses_the_fields_of_interest() {
         let text = "Name:\tsmtpd\nUid:\t61001\t61001\t61001\t61001\nGid:\t61001\t61001\t61001\t61001\n\
-                    CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t00000000000000c0\n\
-                    NoNewPrivs:\t1\nSeccomp:\t2\n";
+                    CapInh:\t0000000000000001\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
+                    CapBnd:\t00000000000000c0\nCapAmb:\t0000000000000002\nNoNewPrivs:\t1\nSeccomp:\t2\n";
         let s = parse(text);
         assert_eq!(s.uid, Some([61001; 4]));
         assert_eq!(s.gid, Some([61001; 4]));
         assert_eq!(s.cap_eff, Some(0));
         assert_eq!(s.cap_bnd, Some(0xc0));
+        assert_eq!((s.cap_inh, s.cap_amb), (Some(1), Some(2)));
         assert_eq!(s.no_new_privs, Some(true));
         assert_eq!(s.seccomp, Some(2));
         assert!(!s.exited);
@@ -94,5 +99,6 @@ mod tests {
     fn reads_own_status() {
         let s = read(std::process::id() as i32).unwrap();
         assert!(s.uid.is_some() && s.cap_eff.is_some() && s.seccomp.is_some());
+        assert!(s.cap_inh.is_some() && s.cap_bnd.is_some() && s.cap_amb.is_some());
     }
 }

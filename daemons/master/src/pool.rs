@@ -40,10 +40,24 @@ pub enum Phase {
     AwaitHello,
     /// Welcomed; must apply its sandbox and say `Ready`.
     AwaitReady,
-    /// Serving.
+    /// Said `Ready`; the master is comparing its report and `/proc` with the profile. It is sent
+    /// `Go` and becomes [`Phase::Ready`] only if they match ([`Pool::go`]); it may say nothing
+    /// meanwhile, and gets no work.
+    Checking,
+    /// Given `Go`: serving.
     Ready,
     /// Said `Exit` (or was sent `Stop`): receives no new work, may finish the current one.
     Exiting,
+}
+
+impl Phase {
+    /// Started but not yet given `Go`: still within its start-up time.
+    pub fn starting(self) -> bool {
+        matches!(
+            self,
+            Phase::AwaitHello | Phase::AwaitReady | Phase::Checking
+        )
+    }
 }
 
 impl fmt::Display for Phase {
@@ -51,6 +65,7 @@ impl fmt::Display for Phase {
         f.write_str(match self {
             Phase::AwaitHello => "before Hello",
             Phase::AwaitReady => "before Ready",
+            Phase::Checking => "before Go",
             Phase::Ready => "ready",
             Phase::Exiting => "exiting",
         })
@@ -267,14 +282,23 @@ impl Pool {
             }
             return Dispatch::To(pid);
         }
-        let starting = self
-            .procs
-            .values()
-            .any(|p| matches!(p.phase, Phase::AwaitHello | Phase::AwaitReady));
+        let starting = self.procs.values().any(|p| p.phase.starting());
         if starting || !self.may_start(now) {
             Dispatch::Wait
         } else {
             Dispatch::Start
+        }
+    }
+
+    /// The master checked a process's `Ready` and sent `Go`: it may now be handed work. Returns
+    /// whether the process was waiting for it (a process stopped meanwhile stays exiting).
+    pub fn go(&mut self, pid: i32) -> bool {
+        match self.procs.get_mut(&pid) {
+            Some(p) if p.phase == Phase::Checking => {
+                p.phase = Phase::Ready;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -316,7 +340,7 @@ impl Pool {
                 Ok(())
             }
             (Phase::AwaitReady, Said::Ready) => {
-                p.phase = Phase::Ready;
+                p.phase = Phase::Checking;
                 Ok(())
             }
             (Phase::Ready, Said::Busy) => match kind {
@@ -436,6 +460,7 @@ mod tests {
         pool.add(pid);
         pool.on_message(pid, Said::Hello).unwrap();
         pool.on_message(pid, Said::Ready).unwrap();
+        assert!(pool.go(pid));
     }
 
     #[test]
@@ -450,6 +475,7 @@ mod tests {
         );
         pool.on_message(10, Said::Hello).unwrap();
         pool.on_message(10, Said::Ready).unwrap();
+        assert!(pool.go(10));
         pool.on_message(10, Said::Busy).unwrap();
         assert!(pool.wants_listener(now));
         ready(&mut pool, 11);
@@ -487,6 +513,7 @@ mod tests {
             "Connect before Ready"
         );
         pool.on_message(1, Said::Ready).unwrap();
+        assert!(pool.go(1));
         assert!(pool.on_message(1, Said::Ready).is_err(), "second Ready");
         assert!(pool.on_message(1, Said::Idle).is_err(), "Idle while idle");
         pool.on_message(1, Said::Busy).unwrap();
@@ -511,6 +538,7 @@ mod tests {
         );
         pool.on_message(7, Said::Hello).unwrap();
         pool.on_message(7, Said::Ready).unwrap();
+        assert!(pool.go(7));
         assert!(
             pool.on_message(7, Said::Busy).is_err(),
             "unix child never says Busy"
@@ -520,6 +548,41 @@ mod tests {
         assert_eq!(pool.dispatch(now), Dispatch::Wait, "limit 1 and it is busy");
         pool.on_message(7, Said::Idle).unwrap();
         assert_eq!(pool.dispatch(now), Dispatch::To(7));
+    }
+
+    #[test]
+    fn a_process_gets_no_work_and_may_say_nothing_between_ready_and_go() {
+        let now = Instant::now();
+        let mut pool = Pool::new(Kind::Unix, 1, MAX);
+        pool.add(8);
+        assert!(!pool.go(8), "Go before Ready");
+        pool.on_message(8, Said::Hello).unwrap();
+        pool.on_message(8, Said::Ready).unwrap();
+        assert_eq!(pool.phase(8), Some(Phase::Checking));
+        assert!(pool.phase(8).is_some_and(Phase::starting));
+        assert_eq!(pool.dispatch(now), Dispatch::Wait, "not before Go");
+        for said in [
+            Said::Hello,
+            Said::Ready,
+            Said::Busy,
+            Said::Idle,
+            Said::Connect,
+            Said::Exit,
+        ] {
+            let err = pool.clone().on_message(8, said).unwrap_err();
+            assert_eq!(err.phase, Phase::Checking, "{said:?}");
+        }
+        assert!(pool.go(8));
+        assert!(!pool.go(8), "Go twice");
+        assert_eq!(pool.dispatch(now), Dispatch::To(8));
+        // A process stopped while it was being checked is not revived by the check.
+        let mut inet = Pool::new(Kind::Inet, 1, MAX);
+        inet.add(9);
+        inet.on_message(9, Said::Hello).unwrap();
+        inet.on_message(9, Said::Ready).unwrap();
+        inet.mark_exiting(9);
+        assert!(!inet.go(9));
+        assert_eq!(inet.phase(9), Some(Phase::Exiting));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use privileges::RunAs;
 use protocol::control::{
     ExitReason, FromMaster, LandlockStatus, RefusalReason, SandboxReport, ToMaster,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, START_TIMEOUT,
 };
 use protocol::{Channel, ChannelError, Message, ServiceName};
 use sandbox::Enforcement;
@@ -56,7 +56,8 @@ const MAX_MESSAGES_PER_WAKEUP: usize = 64;
 /// How long a new process may take to say `Hello` and `Ready`. Start-up is reading the
 /// configuration and applying the sandbox (milliseconds); a process still silent after this is
 /// hung or hostile, and while it counts as available its service would get no other process.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The daemon waits as long for `Go` (the same constant, from `protocol`).
+const READY_TIMEOUT: Duration = START_TIMEOUT;
 
 /// A service is identified by its master.cf name and type, as in Postfix.
 type Key = (String, Kind);
@@ -118,6 +119,9 @@ pub struct Master {
     cfg: Config,
     run_as: RunAs,
     my_uid: u32,
+    /// The master's own bounding set (`CapBnd`), read at start: what an unprivileged daemon
+    /// inherits and cannot drop (see [`check_ready`]).
+    my_bounding: Option<u64>,
     services: BTreeMap<Key, Service>,
     children: BTreeMap<i32, Child>,
     signals: SignalFd,
@@ -172,6 +176,9 @@ impl Master {
             cfg,
             run_as,
             my_uid: nix::unistd::getuid().as_raw(),
+            my_bounding: kernel::read(std::process::id() as i32)
+                .ok()
+                .and_then(|k| k.cap_bnd),
             services,
             children: BTreeMap::new(),
             signals,
@@ -231,8 +238,7 @@ impl Master {
     fn unready(&self) -> impl Iterator<Item = (i32, Instant)> + '_ {
         self.children.iter().filter_map(|(&pid, c)| {
             let phase = self.services.get(&c.key)?.pool.phase(pid)?;
-            (!c.accounted && matches!(phase, Phase::AwaitHello | Phase::AwaitReady))
-                .then_some((pid, c.started + READY_TIMEOUT))
+            (!c.accounted && phase.starting()).then_some((pid, c.started + READY_TIMEOUT))
         })
     }
 
@@ -500,29 +506,46 @@ impl Master {
         }
     }
 
-    /// Compares a `Ready` report, and what the kernel says about the process, with the profile.
+    /// Compares a `Ready` report, and what the kernel says about the process, with the profile;
+    /// answers `Go` if they match (or, under `best_effort`, after logging what falls short). A
+    /// process refused here is killed and never gets `Go`, so it has served nothing.
     fn on_ready(&mut self, pid: i32, key: &Key, report: &SandboxReport) {
         let Some(svc) = self.services.get(key) else {
             return;
         };
-        let shortfalls = check_ready(&svc.spec, self.run_as, self.my_uid, pid, report);
-        if shortfalls.is_empty() {
-            return;
-        }
-        let text = shortfalls.join("; ");
-        match svc.spec.profile.enforcement {
-            Enforcement::Required => self.violation(
-                pid,
-                "Ready",
-                &format!(
-                    "sandbox falls short of its profile (sandbox_enforcement = required): {text}"
+        let shortfalls = check_ready(
+            &svc.spec,
+            self.run_as,
+            (self.my_uid, self.my_bounding),
+            pid,
+            report,
+        );
+        if !shortfalls.is_empty() {
+            let text = shortfalls.join("; ");
+            match svc.spec.profile.enforcement {
+                Enforcement::Required => {
+                    self.violation(
+                        pid,
+                        "Ready",
+                        &format!(
+                            "sandbox falls short of its profile (sandbox_enforcement = required): {text}"
+                        ),
+                    );
+                    return;
+                }
+                Enforcement::BestEffort => tracing::warn!(
+                    service = %svc.spec.label(),
+                    pid,
+                    "sandbox falls short of its profile (best_effort): {text}"
                 ),
-            ),
-            Enforcement::BestEffort => tracing::warn!(
-                service = %svc.spec.label(),
-                pid,
-                "sandbox falls short of its profile (best_effort): {text}"
-            ),
+            }
+        }
+        // INVARIANT: `Go` only after the check above, and the pool hands the process work (a
+        // channel; for inet, the count of available processes) only once `Go` is sent.
+        if self.send(pid, &FromMaster::Go, None) {
+            if let Some(svc) = self.services.get_mut(key) {
+                svc.pool.go(pid);
+            }
         }
     }
 
@@ -1020,17 +1043,62 @@ fn drain_stderr(logger: &SharedLogger, pid: i32, child: &mut Child, limit: usize
     }
 }
 
-/// Checks a `Ready` report and the kernel's view of the process against the profile. Returns
-/// what falls short (empty: all in force).
+/// What a daemon's capability bounding set must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bounding {
+    /// As root: `sandbox::apply` empties it, but for the capabilities the profile keeps, while
+    /// the `CAP_SETPCAP` the master left in its own bounding set is still effective.
+    Exactly(u64),
+    /// Unprivileged (`--dev`): dropping from it needs `CAP_SETPCAP`, so a daemon keeps what it
+    /// inherited, the master's own set, and must hold nothing beyond it. What makes that set
+    /// harmless is checked beside it: `no_new_privs` and empty permitted, inheritable and
+    /// ambient sets, so no `execve` can turn it into a capability.
+    Within(u64),
+    /// Unprivileged, and the master could not read its own set: nothing to compare with.
+    Unknown,
+}
+
+impl Bounding {
+    fn expected(run_as: RunAs, keep: u64, master: Option<u64>) -> Bounding {
+        match (run_as, master) {
+            (RunAs::Root, _) => Bounding::Exactly(keep),
+            (RunAs::Unprivileged, Some(set)) => Bounding::Within(set),
+            (RunAs::Unprivileged, None) => Bounding::Unknown,
+        }
+    }
+
+    fn allows(self, set: u64) -> bool {
+        match self {
+            Bounding::Exactly(want) => set == want,
+            Bounding::Within(limit) => set & !limit == 0,
+            Bounding::Unknown => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Bounding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bounding::Exactly(want) => write!(f, "profile keeps {want:#x}"),
+            Bounding::Within(limit) => write!(f, "the master's own is {limit:#x}"),
+            Bounding::Unknown => f.write_str("the master's own is unknown"),
+        }
+    }
+}
+
+/// Checks a `Ready` report and the kernel's view of the process against the profile. `me` is
+/// the master's uid and its own bounding set. Returns what falls short (empty: all in force).
 fn check_ready(
     spec: &ServiceSpec,
     run_as: RunAs,
-    my_uid: u32,
+    me: (u32, Option<u64>),
     pid: i32,
     report: &SandboxReport,
 ) -> Vec<String> {
+    let (my_uid, my_bounding) = me;
     let profile = &spec.profile;
     let keep = profile.keep_caps_mask();
+    let bounding = Bounding::expected(run_as, keep, my_bounding);
     let mut short = Vec::new();
     let (uid, gid) = match (&profile.identity, run_as) {
         (Some(id), RunAs::Root) => (Some(id.uid), Some(id.gid)),
@@ -1045,16 +1113,24 @@ fn check_ready(
         short.push(format!("report says uid {} gid {}", report.uid, report.gid));
     }
     let caps = &report.capabilities;
-    if caps.effective() != keep || caps.permitted() != keep || caps.ambient() != 0 {
+    if caps.effective() != keep
+        || caps.permitted() != keep
+        || caps.inheritable() != 0
+        || caps.ambient() != 0
+    {
         short.push(format!(
-            "report says capabilities effective {:#x} permitted {:#x} ambient {:#x}, profile keeps {keep:#x}",
+            "report says capabilities effective {:#x} permitted {:#x} inheritable {:#x} ambient {:#x}, profile keeps {keep:#x}",
             caps.effective(),
             caps.permitted(),
+            caps.inheritable(),
             caps.ambient()
         ));
     }
-    if run_as == RunAs::Root && caps.bounding() & !keep != 0 {
-        short.push(format!("report says bounding set {:#x}", caps.bounding()));
+    if !bounding.allows(caps.bounding()) {
+        short.push(format!(
+            "report says bounding set {:#x}, {bounding}",
+            caps.bounding()
+        ));
     }
     if !report.no_new_privs {
         short.push("report says no_new_privs is off".to_owned());
@@ -1095,6 +1171,18 @@ fn check_ready(
                     "kernel says CapEff {:?} CapPrm {:?}, profile keeps {keep:#x}",
                     k.cap_eff, k.cap_prm
                 ));
+            }
+            if k.cap_inh != Some(0) || k.cap_amb != Some(0) {
+                short.push(format!(
+                    "kernel says CapInh {:?} CapAmb {:?}, expected 0",
+                    k.cap_inh, k.cap_amb
+                ));
+            }
+            if !k.cap_bnd.is_some_and(|set| bounding.allows(set)) {
+                let set = k
+                    .cap_bnd
+                    .map_or_else(|| "?".to_owned(), |set| format!("{set:#x}"));
+                short.push(format!("kernel says CapBnd {set}, {bounding}"));
             }
             if k.no_new_privs != Some(true) {
                 short.push("kernel says NoNewPrivs is not 1".to_owned());
@@ -1152,4 +1240,28 @@ fn spawn_daemon(
     drop(theirs);
     drop(log_write);
     Ok((pid, ours, File::from(log_read)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounding_set_expected_of_a_daemon() {
+        // As root: exactly what the profile keeps (local keeps two), nothing more or less.
+        let root = Bounding::expected(RunAs::Root, 0xc0, Some(0x5e1));
+        assert!(root.allows(0xc0));
+        assert!(
+            !root.allows(0x5e1),
+            "the master's bounding set, not emptied"
+        );
+        assert!(!root.allows(0x40), "a kept capability missing");
+        assert!(Bounding::expected(RunAs::Root, 0, None).allows(0));
+        assert!(!Bounding::expected(RunAs::Root, 0, None).allows(1 << 8));
+        // Unprivileged: within the master's own, which the daemon could not drop.
+        let dev = Bounding::expected(RunAs::Unprivileged, 0, Some(0x1ff_ffff_ffff));
+        assert!(dev.allows(0x1ff_ffff_ffff) && dev.allows(0));
+        assert!(!dev.allows(1 << 41), "more than the master holds");
+        assert!(!Bounding::expected(RunAs::Unprivileged, 0, None).allows(0));
+    }
 }

@@ -7,8 +7,8 @@
 //! `CONNECT name` → `OK` or `REFUSED` (asks the master for a channel to `name` and, if granted,
 //! sends one `Ping` through it and waits for the `Pong`); `CRASH` → abort; `QUIT` → close.
 //! As a unix service it answers each incoming channel's `Ping` with a `Pong`. Under the service
-//! names `liar-busy` and `liar-ready` it skips the runtime and lies on its control channel, so
-//! the tests can show what the master does with a compromised daemon.
+//! names `liar-busy`, `liar-ready` and `liar-bounding` it skips the runtime and lies on its
+//! control channel, so the tests can show what the master does with a compromised daemon.
 //!
 //! Trusts: nothing from its TCP clients beyond line framing (lines are bounded); channel messages
 //! go through `protocol`.
@@ -119,8 +119,12 @@ fn answer(channel: Channel) -> Result<(), String> {
 }
 
 /// A daemon that lies on its control channel, for the master's tests: `liar-busy` says `Busy`
-/// before `Ready`; `liar-ready` reports a perfect sandbox without applying any.
+/// before `Ready`; `liar-ready` reports a perfect sandbox without applying any; `liar-bounding`
+/// applies its role's sandbox but for the bounding set (see [`keep_bounding_set`]).
 fn lie(how: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if how == "liar-bounding" {
+        return keep_bounding_set();
+    }
     let control = Channel::from_fd(sandbox::inherited_fd(daemon::CONTROL_FD)?)?;
     control.send(
         &ToMaster::Hello {
@@ -150,6 +154,63 @@ fn lie(how: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// `liar-bounding`: its role's real profile, applied with `CAP_SETPCAP` out of the effective set
+/// first, so that (as root) the bounding set cannot be emptied; `best_effort`, so that every other
+/// step still runs (ids, permitted and effective sets, no_new_privs, landlock, seccomp). Its
+/// `Ready` then claims an empty bounding set: only `/proc/PID/status` shows the truth. If the
+/// master says `Go` anyway it logs `liar-bounding got Go` and serves like a unix test service.
+/// Unprivileged (`--dev`) there is nothing to lie about: the bounding set is the inherited one,
+/// which no daemon can drop, and the master accepts it.
+fn keep_bounding_set() -> Result<(), Box<dyn std::error::Error>> {
+    let args = daemon::Args::parse(std::env::args_os())?;
+    let settings = conf::MainCf::load(&args.config_dir.join("main.cf"))?;
+    let control = Channel::from_fd(sandbox::inherited_fd(daemon::CONTROL_FD)?)?;
+    control.send(
+        &ToMaster::Hello {
+            version: PROTOCOL_VERSION,
+        },
+        &[],
+    )?;
+    let _welcome = control.recv::<FromMaster>()?;
+    let mut profile = privileges::profile(&args.program, &settings, privileges::RunAs::current())?;
+    profile.enforcement = sandbox::Enforcement::BestEffort;
+    caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)?;
+    let report = sandbox::apply(&profile)?;
+    let mut wire = daemon::to_wire(&report)?;
+    let c = wire.capabilities;
+    wire.capabilities = Capabilities::new(
+        c.effective(),
+        c.permitted(),
+        c.inheritable(),
+        c.ambient(),
+        0,
+    )?;
+    control.send(&ToMaster::Ready { report: wire }, &[])?;
+    match control.recv::<FromMaster>()?.msg {
+        FromMaster::Go => eprintln!("{} got Go", args.service),
+        other => {
+            // Written here: this path has no log subscriber, and the master logs stderr.
+            eprintln!("{} got {other:?} instead of Go", args.service);
+            return Err("no Go".into());
+        }
+    }
+    loop {
+        let received = match control.recv::<FromMaster>() {
+            Ok(r) => r,
+            Err(protocol::ChannelError::PeerClosed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match (received.msg, received.fds.into_iter().next()) {
+            (FromMaster::Incoming { .. }, Some(fd)) => {
+                answer(Channel::from_fd(fd)?)?;
+                control.send(&ToMaster::Idle, &[])?;
+            }
+            (FromMaster::Stop, _) => return Ok(()),
+            (other, _) => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = daemon::Args::parse(argv.clone())?;
@@ -162,7 +223,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     // Opened before the sandbox, which forbids opening files.
     let mut status = File::open("/proc/self/status")?;
-    d.enter_sandbox()?;
+    match d.enter_sandbox() {
+        Err(daemon::Error::StoppedBeforeStart) => return Ok(()),
+        other => other?,
+    };
     let ended = match d.args().transport {
         Transport::Inet => {
             d.serve_inet(|d, stream, _peer: SocketAddr| session(d, stream, &mut status))?
