@@ -24,7 +24,8 @@
 //!   `local_home_base` in the instance directory, `home_mailbox = Maildir/`. As root they have
 //!   numeric uids no system account uses ([`LOCAL_UID_BASE`]), so no `useradd` is needed and
 //!   nothing outside the instance changes; as an unprivileged user every account is the invoking
-//!   user (the agent cannot change identity), and only the root-only identity checks are skipped.
+//!   user (the agent cannot change identity), and the root-only identity test is reported as
+//!   ignored with the reason (this file runs under `postern_tests::harness`).
 //! - The tests wait for readable conditions (a file in a Maildir, an empty queue, a line in the
 //!   log) by polling with a deadline; the only sleeps are the killer's random pauses, which pick
 //!   kill points, and the crash test's client pacing; neither synchronises anything.
@@ -51,7 +52,8 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use postern_tests::instance::{has_binary, is_root, show, wait_until, Instance};
+use postern_tests::harness::{self, root_test, test};
+use postern_tests::instance::{binary, is_root, show, wait_until, Instance};
 use postern_tests::rng::Rng;
 
 /// The EHLO name every client uses.
@@ -70,20 +72,57 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 /// How long a message may take from `250` to its mailbox on an idle instance.
 const DELIVERY_WAIT: Duration = Duration::from_secs(20);
 
+/// The tests of this file (`harness = false`: a root-only test run by another user is reported
+/// as ignored, see `postern_tests::harness`).
+const TESTS: &[harness::Test] = &[
+    test(
+        "a_virtual_user_gets_one_copy_with_trace_headers",
+        a_virtual_user_gets_one_copy_with_trace_headers,
+    ),
+    test(
+        "a_local_user_gets_one_copy_and_an_alias_of_three_gives_three",
+        a_local_user_gets_one_copy_and_an_alias_of_three_gives_three,
+    ),
+    test(
+        "unknown_users_are_refused_at_rcpt",
+        unknown_users_are_refused_at_rcpt,
+    ),
+    test(
+        "an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off",
+        an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off,
+    ),
+    test(
+        "past_the_lifetime_a_message_bounces_with_a_dsn",
+        past_the_lifetime_a_message_bounces_with_a_dsn,
+    ),
+    test(
+        "the_virtual_agent_runs_as_its_fixed_uid_without_capabilities",
+        the_virtual_agent_runs_as_its_fixed_uid_without_capabilities,
+    ),
+    root_test(
+        "a_local_delivery_child_runs_as_the_recipient",
+        "unprivileged, every local user is the invoking user and the agent cannot change identity",
+        a_local_delivery_child_runs_as_the_recipient,
+    ),
+    test(
+        "qmgr_killed_at_random_points_loses_no_mail",
+        qmgr_killed_at_random_points_loses_no_mail,
+    ),
+    test(
+        "the_virtual_agent_killed_at_random_points_loses_no_mail",
+        the_virtual_agent_killed_at_random_points_loses_no_mail,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    harness::run(TESTS)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which daemons exist.
 
-/// Every daemon in `programs` must be built; a missing one fails with the build command.
-fn daemons_ready(_test: &str, programs: &[&str]) -> bool {
-    for program in programs {
-        assert!(
-            has_binary(program),
-            "the {program} program is not built: cargo build --workspace --bins"
-        );
-    }
-    true
-}
-
+/// The daemons of a delivery instance: every one must be built (`postern init` would leave a
+/// missing one out of master.cf; [`delivery_instance`] fails with the build command instead).
 const ALL_DAEMONS: [&str; 6] = ["smtpd", "cleanup", "qmgr", "virtual", "local", "bounce"];
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +160,9 @@ fn delivery_instance(
         ("smtpd_error_sleep_time", "0s"),
     ];
     all.extend_from_slice(settings);
+    for program in ALL_DAEMONS {
+        binary(program);
+    }
     let inst = Instance::init(name, &all);
     let dir = inst.dir().to_path_buf();
     let home = dir.join("home");
@@ -687,11 +729,7 @@ fn master_pid(inst: &Instance) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Delivery to each kind of mailbox.
 
-#[test]
 fn a_virtual_user_gets_one_copy_with_trace_headers() {
-    if !daemons_ready("virtual", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("virtual", &[], |_| {});
     let tok = token("virtual");
     let reply = lettre_send(
@@ -712,11 +750,7 @@ fn a_virtual_user_gets_one_copy_with_trace_headers() {
     );
 }
 
-#[test]
 fn a_local_user_gets_one_copy_and_an_alias_of_three_gives_three() {
-    if !daemons_ready("local", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("local", &[], |_| {});
     let alice = format!("alice@{LOCAL_DOMAIN}");
 
@@ -774,11 +808,7 @@ fn a_local_user_gets_one_copy_and_an_alias_of_three_gives_three() {
     assert_eq!(total, 3, "three copies of the alias's message in all");
 }
 
-#[test]
 fn unknown_users_are_refused_at_rcpt() {
-    if !daemons_ready("unknown", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("unknown", &[], |_| {});
     let mut c = Client::connect(inst.port()).expect("connect");
     assert!(c
@@ -838,11 +868,7 @@ fn dsn_of(line: &str) -> Option<String> {
         .map(|s| s.trim_end_matches(',').to_owned())
 }
 
-#[test]
 fn an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off() {
-    if !daemons_ready("deferral", &ALL_DAEMONS) {
-        return;
-    }
     let mut mailbox = PathBuf::new();
     let inst = delivery_instance("deferral", &FAST_RETRY, |inst| {
         mailbox = make_virtual_mailbox_dir(inst, "user", 0o000);
@@ -938,11 +964,7 @@ fn an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off() {
     );
 }
 
-#[test]
 fn past_the_lifetime_a_message_bounces_with_a_dsn() {
-    if !daemons_ready("lifetime", &ALL_DAEMONS) {
-        return;
-    }
     let mut settings = FAST_RETRY.to_vec();
     settings.push(("maximal_queue_lifetime", "10s"));
     let inst = delivery_instance("lifetime", &settings, |inst| {
@@ -1038,11 +1060,7 @@ fn past_the_lifetime_a_message_bounces_with_a_dsn() {
 // ---------------------------------------------------------------------------------------------
 // Identities.
 
-#[test]
 fn the_virtual_agent_runs_as_its_fixed_uid_without_capabilities() {
-    if !daemons_ready("videntity", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("videntity", &[], |_| {});
     let tok = token("videntity");
     lettre_send(
@@ -1067,15 +1085,7 @@ fn the_virtual_agent_runs_as_its_fixed_uid_without_capabilities() {
     }
 }
 
-#[test]
 fn a_local_delivery_child_runs_as_the_recipient() {
-    if !is_root() {
-        eprintln!("note: the local delivery child's identity is a root-only check; skipped");
-        return;
-    }
-    if !daemons_ready("lidentity", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("lidentity", &[], |inst| {
         // bob's .forward runs a slow command as bob: the delivery child lives long enough to
         // be seen. `exec`: the shell becomes the command, so the process that is seen is the
@@ -1158,20 +1168,15 @@ fn seed() -> u64 {
         })
 }
 
-#[test]
 fn qmgr_killed_at_random_points_loses_no_mail() {
     crash_test("qmgr");
 }
 
-#[test]
 fn the_virtual_agent_killed_at_random_points_loses_no_mail() {
     crash_test("virtual");
 }
 
 fn crash_test(role: &'static str) {
-    if !daemons_ready(&format!("crash-{role}"), &ALL_DAEMONS) {
-        return;
-    }
     let seed = seed();
     let started = Instant::now();
     eprintln!("crash ({role}): seed {seed:016x} (POSTERN_DELIVERY_SEED replays the kill plan)");

@@ -1,7 +1,8 @@
 //! Whole-system tests of the master: a temporary instance (config dir, spool, a daemon_directory
 //! of symlinks to the test service) run by the real `postern-master --foreground` on a free
 //! loopback port, driven by real TCP clients. They pass as root and as an unprivileged user;
-//! root-only assertions (uid changes, capabilities) are skipped otherwise, with a message.
+//! run unprivileged, the root-only tests (uid changes, capabilities, a daemon's fd listing) are
+//! reported as ignored with the reason.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,16 +16,76 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use postern_tests::harness::{self, root_test, test};
 
 const SMTPD_ID: u32 = 61801;
 const QUEUE_ID: u32 = 61802;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// The tests of this file (`harness = false`: a root-only test run by another user is reported
+/// as ignored, see `postern_tests::harness`).
+const TESTS: &[harness::Test] = &[
+    test(
+        "processes_start_on_demand_and_never_exceed_maxproc",
+        processes_start_on_demand_and_never_exceed_maxproc,
+    ),
+    test(
+        "max_use_and_max_idle_end_a_process_and_another_replaces_it",
+        max_use_and_max_idle_end_a_process_and_another_replaces_it,
+    ),
+    test(
+        "a_crashing_service_is_throttled",
+        a_crashing_service_is_throttled,
+    ),
+    test(
+        "connect_outside_the_access_matrix_is_refused_and_logged",
+        connect_outside_the_access_matrix_is_refused_and_logged,
+    ),
+    test(
+        "reload_with_a_changed_maxproc_keeps_open_connections",
+        reload_with_a_changed_maxproc_keeps_open_connections,
+    ),
+    test(
+        "stop_leaves_no_process_and_no_zombie",
+        stop_leaves_no_process_and_no_zombie,
+    ),
+    test(
+        "a_killed_master_leaves_no_daemon",
+        a_killed_master_leaves_no_daemon,
+    ),
+    test(
+        "daemons_are_sandboxed",
+        daemons_are_sandboxed,
+    ),
+    test(
+        "second_master_refuses_and_stale_pid_file_is_replaced",
+        second_master_refuses_and_stale_pid_file_is_replaced,
+    ),
+    test(
+        "a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled",
+        a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled,
+    ),
+    test(
+        "a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running",
+        a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running,
+    ),
+    root_test(
+        "daemons_run_as_their_ids_and_the_master_keeps_four_capabilities",
+        "unprivileged (--dev), every daemon keeps the invoking uid and the master has no capability",
+        daemons_run_as_their_ids_and_the_master_keeps_four_capabilities,
+    ),
+    root_test(
+        "daemons_hold_only_their_fds",
+        "a sandboxed daemon is not dumpable: only CAP_SYS_PTRACE may list its fds",
+        daemons_hold_only_their_fds,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    harness::run(TESTS)
 }
 
-fn skip_root_only(what: &str) {
-    eprintln!("note: not root: skipping the root-only assertions of {what}");
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn test_service() -> PathBuf {
@@ -359,7 +420,6 @@ impl Client {
 
 const SMTPD_ONLY: &str = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n";
 
-#[test]
 fn processes_start_on_demand_and_never_exceed_maxproc() {
     let mut inst = Instance::new("maxproc", SMTPD_ONLY, "");
     inst.start();
@@ -406,7 +466,6 @@ fn processes_start_on_demand_and_never_exceed_maxproc() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn max_use_and_max_idle_end_a_process_and_another_replaces_it() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd -o max_use=2 -o max_idle=2s\n";
     let mut inst = Instance::new("maxuse", services, "");
@@ -439,7 +498,6 @@ fn max_use_and_max_idle_end_a_process_and_another_replaces_it() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn a_crashing_service_is_throttled() {
     let mut inst = Instance::new("crash", SMTPD_ONLY, "");
     inst.start();
@@ -486,7 +544,6 @@ fn a_crashing_service_is_throttled() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn connect_outside_the_access_matrix_is_refused_and_logged() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
                     cleanup unix n - n - 2 cleanup\n\
@@ -515,7 +572,6 @@ fn connect_outside_the_access_matrix_is_refused_and_logged() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn reload_with_a_changed_maxproc_keeps_open_connections() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd\n";
     let mut inst = Instance::new("reload", services, "");
@@ -540,7 +596,6 @@ fn reload_with_a_changed_maxproc_keeps_open_connections() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn stop_leaves_no_process_and_no_zombie() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
     let mut inst = Instance::new("stop", services, "");
@@ -584,7 +639,6 @@ impl Instance {
     }
 }
 
-#[test]
 fn a_killed_master_leaves_no_daemon() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
     let mut inst = Instance::new("pdeathsig", services, "");
@@ -602,10 +656,12 @@ fn a_killed_master_leaves_no_daemon() {
     drop(c);
 }
 
-#[test]
-fn daemons_hold_only_their_fds_and_are_sandboxed() {
+/// An instance with smtpd (inet) and cleanup running and idle, and their pids: a client asked
+/// smtpd for a cleanup channel and checked smtpd's own view of its sandbox (through its
+/// pre-opened status file) before it left.
+fn sandboxed_pair(name: &str) -> (Instance, i32, i32) {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
-    let mut inst = Instance::new("sandboxed", services, "");
+    let mut inst = Instance::new(name, services, "");
     inst.start();
     let mut c = inst.connect();
     let smtpd = c.pid();
@@ -615,7 +671,7 @@ fn daemons_hold_only_their_fds_and_are_sandboxed() {
         .iter()
         .find(|p| **p != smtpd)
         .expect("a cleanup process");
-    // The daemon's own view (through its pre-opened status file) agrees with the kernel's.
+    // The daemon's own view agrees with the kernel's.
     c.send("STATUS");
     let mut own = String::new();
     loop {
@@ -631,23 +687,66 @@ fn daemons_hold_only_their_fds_and_are_sandboxed() {
     // Between sessions a daemon holds only what the master gave it.
     c.quit();
     thread::sleep(Duration::from_millis(300));
+    (inst, smtpd, cleanup)
+}
 
+fn daemons_are_sandboxed() {
+    let (mut inst, smtpd, cleanup) = sandboxed_pair("sandboxed");
+    for pid in [smtpd, cleanup] {
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "pid {pid}");
+        assert_eq!(status_field(pid, "Seccomp:"), "2", "pid {pid}");
+        assert_eq!(
+            status_field(pid, "CapEff:"),
+            "0000000000000000",
+            "pid {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "CapPrm:"),
+            "0000000000000000",
+            "pid {pid}"
+        );
+    }
+    if !is_root() {
+        // --dev: every daemon keeps the invoking uid (as root, the next test checks the ids).
+        let me = nix::unistd::getuid().as_raw();
+        let ids = format!("{me}\t{me}\t{me}\t{me}");
+        assert_eq!(status_field(smtpd, "Uid:"), ids);
+        assert_eq!(status_field(cleanup, "Uid:"), ids);
+        assert!(inst.log().contains("not running as root"), "{}", inst.log());
+    }
+    assert_eq!(inst.stop(), Some(0));
+}
+
+fn daemons_run_as_their_ids_and_the_master_keeps_four_capabilities() {
+    let (mut inst, smtpd, cleanup) = sandboxed_pair("identities");
+    for (pid, id) in [(smtpd, SMTPD_ID), (cleanup, QUEUE_ID)] {
+        let ids = format!("{id}\t{id}\t{id}\t{id}");
+        assert_eq!(status_field(pid, "Uid:"), ids, "pid {pid}");
+        assert_eq!(status_field(pid, "Gid:"), ids, "pid {pid}");
+        assert_eq!(status_field(pid, "CapBnd:"), "0000000000000000");
+    }
+    // CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7, CAP_NET_BIND_SERVICE 10.
+    let four = format!("{:016x}", (1u64 << 5) | (1 << 6) | (1 << 7) | (1 << 10));
+    assert_eq!(status_field(inst.master_pid, "CapEff:"), four);
+    assert_eq!(status_field(inst.master_pid, "CapPrm:"), four);
+    assert_eq!(status_field(inst.master_pid, "CapInh:"), "0000000000000000");
+    assert_eq!(status_field(inst.master_pid, "CapAmb:"), "0000000000000000");
+    let bounding = format!(
+        "{:016x}",
+        // CAP_CHOWN 0 and CAP_SETPCAP 8 in the bounding set only.
+        1u64 | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10)
+    );
+    assert_eq!(status_field(inst.master_pid, "CapBnd:"), bounding);
+    assert_eq!(inst.stop(), Some(0));
+}
+
+fn daemons_hold_only_their_fds() {
+    let (mut inst, smtpd, cleanup) = sandboxed_pair("fds");
     // fds: 0 /dev/null, 1 and 2 the log pipe, 3 the control channel, 4 the listener (inet),
     // and the test service's own read-only /proc/self/status, opened before its sandbox.
     for (pid, expected) in [(smtpd, 5usize), (cleanup, 4)] {
-        assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
-        assert_eq!(status_field(pid, "Seccomp:"), "2");
-        assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
-        assert_eq!(status_field(pid, "CapPrm:"), "0000000000000000");
-        let listing = match fs::read_dir(format!("/proc/{pid}/fd")) {
-            Ok(listing) => listing,
-            Err(e) if !is_root() && e.kind() == std::io::ErrorKind::PermissionDenied => {
-                // A sandboxed daemon is not dumpable: only CAP_SYS_PTRACE may list its fds.
-                skip_root_only("the fd listing of a daemon (it is not dumpable)");
-                continue;
-            }
-            Err(e) => panic!("/proc/{pid}/fd: {e}"),
-        };
+        let listing = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"));
         let mut fds = BTreeSet::new();
         for entry in listing.flatten() {
             let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
@@ -674,35 +773,9 @@ fn daemons_hold_only_their_fds_and_are_sandboxed() {
             "pid {pid}"
         );
     }
-    if is_root() {
-        for (pid, id) in [(smtpd, SMTPD_ID), (cleanup, QUEUE_ID)] {
-            let ids = format!("{id}\t{id}\t{id}\t{id}");
-            assert_eq!(status_field(pid, "Uid:"), ids, "pid {pid}");
-            assert_eq!(status_field(pid, "Gid:"), ids, "pid {pid}");
-            assert_eq!(status_field(pid, "CapBnd:"), "0000000000000000");
-        }
-        // CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7, CAP_NET_BIND_SERVICE 10.
-        let four = format!("{:016x}", (1u64 << 5) | (1 << 6) | (1 << 7) | (1 << 10));
-        assert_eq!(status_field(inst.master_pid, "CapEff:"), four);
-        assert_eq!(status_field(inst.master_pid, "CapPrm:"), four);
-        assert_eq!(status_field(inst.master_pid, "CapInh:"), "0000000000000000");
-        assert_eq!(status_field(inst.master_pid, "CapAmb:"), "0000000000000000");
-        let bounding = format!(
-            "{:016x}",
-            // CAP_CHOWN 0 and CAP_SETPCAP 8 in the bounding set only.
-            1u64 | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10)
-        );
-        assert_eq!(status_field(inst.master_pid, "CapBnd:"), bounding);
-    } else {
-        skip_root_only("daemons_hold_only_their_fds_and_are_sandboxed (uids, master capabilities)");
-        let me = nix::unistd::getuid().as_raw();
-        assert!(status_field(smtpd, "Uid:").starts_with(&me.to_string()));
-        assert!(inst.log().contains("not running as root"));
-    }
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn second_master_refuses_and_stale_pid_file_is_replaced() {
     let mut inst = Instance::new("pidfile", SMTPD_ONLY, "");
     fs::create_dir_all(inst.root.join("spool/pid")).unwrap();
@@ -738,7 +811,6 @@ fn second_master_refuses_and_stale_pid_file_is_replaced() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
                     liar-busy unix n - n - 1 cleanup\n\
@@ -790,7 +862,6 @@ fn comm(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-#[test]
 fn a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd\n\
                     cleanup unix n - n - 2 cleanup\n\
