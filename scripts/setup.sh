@@ -2,7 +2,7 @@
 # Installs what Postern's build and tests need on a fresh Debian machine. Safe to run again.
 set -euo pipefail
 
-packages=(ca-certificates util-linux procps curl swaks python3)
+packages=(ca-certificates util-linux procps iproute2 curl swaks python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -12,7 +12,9 @@ use crate::cleanup::{FromCleanup, ToCleanup, ToQmgr};
 use crate::codec::{decode, encode, Message};
 use crate::control::{FromMaster, ToMaster};
 use crate::delivery::{FromAgent, FromBounce, ToAgent, ToBounce};
+use crate::header::{delivered_to, Additions, HeaderScanner};
 use crate::queue::{verify, QueueFile, QueueFileWriter, QueueLimits};
+use crate::smtp::data::{BareNewline, DotReader, Feed};
 use crate::smtp::{Command, Reply};
 
 fn message_round_trip<M: Message + PartialEq + std::fmt::Debug>(data: &[u8]) {
@@ -195,6 +197,319 @@ pub fn queue_file(data: &[u8]) {
     }
 }
 
+/// What one [`DotReader`] run over a whole input gave: the stored text, how it ended, and
+/// after how many octets of the input.
+#[derive(Debug, PartialEq, Eq)]
+struct DataRun {
+    stored: Vec<u8>,
+    end: DataEnd,
+    consumed: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataEnd {
+    More,
+    End,
+    BareLf,
+}
+
+/// Feeds `input` to a fresh reader in pieces of `piece` octets.
+fn read_data(mode: BareNewline, after_crlf: bool, input: &[u8], piece: usize) -> DataRun {
+    let mut reader = DotReader::new(mode, after_crlf);
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    for chunk in input.chunks(piece.max(1)) {
+        let (end, used) = match reader.feed(chunk, &mut stored) {
+            Feed::More => (DataEnd::More, chunk.len()),
+            Feed::End { consumed } => (DataEnd::End, consumed),
+            Feed::BareLf { consumed } => (DataEnd::BareLf, consumed),
+        };
+        assert!(
+            used <= chunk.len(),
+            "{end:?} after {used} of {} octets",
+            chunk.len()
+        );
+        offset += used;
+        if end != DataEnd::More {
+            return DataRun {
+                stored,
+                end,
+                consumed: offset,
+            };
+        }
+    }
+    DataRun {
+        stored,
+        end: DataEnd::More,
+        consumed: offset,
+    }
+}
+
+/// RFC 5321 dot-stuffing of stored text (CRLF lines), as a client sends it after `354`.
+fn dot_stuff(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 8);
+    let mut line_start = true;
+    for (i, &b) in text.iter().enumerate() {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n' && i > 0 && text[i - 1] == b'\r';
+    }
+    out
+}
+
+/// The SMTP DATA reader. The first octet chooses the mode (`% 3`), whether the DATA command
+/// ended in CRLF (bit 2) and the size of the pieces the rest is fed in (bits 3–7, plus one);
+/// the rest is what the client sent after `354`. Checks:
+/// - the result does not depend on how the input is cut into pieces;
+/// - the stored text never holds a bare LF (every LF follows a CR), and is at most twice as
+///   long as what was read;
+/// - the data ends only after `CRLF . CRLF` in the input (or `. CRLF` right after a DATA
+///   command that ended in CRLF), the anti-smuggling rule, and then the stored text is empty
+///   or ends in CRLF;
+/// - in `reject` mode, the reader stops exactly at the input's first bare LF, and not
+///   otherwise;
+/// - stored text that ended comes back unchanged when dot-stuffed again and read by a fresh
+///   reader, which stops right after the new end-of-data line.
+pub fn smtp_data(data: &[u8]) {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let mode =
+        [BareNewline::Normalize, BareNewline::No, BareNewline::Reject][usize::from(control % 3)];
+    let after_crlf = control & 0x04 != 0;
+    let piece = usize::from(control >> 3) + 1;
+    let whole = read_data(mode, after_crlf, input, input.len());
+    let pieces = read_data(mode, after_crlf, input, piece);
+    assert_eq!(pieces, whole, "fed in pieces of {piece} the reader differs");
+    let read = &input[..whole.consumed];
+    if whole.end == DataEnd::More {
+        assert_eq!(
+            whole.consumed,
+            input.len(),
+            "More, but not every octet was read"
+        );
+    }
+    for (i, &b) in whole.stored.iter().enumerate() {
+        assert!(
+            b != b'\n' || (i > 0 && whole.stored[i - 1] == b'\r'),
+            "a bare LF at {i} of the stored text {:?}",
+            String::from_utf8_lossy(&whole.stored)
+        );
+    }
+    assert!(
+        whole.stored.len() <= 2 * whole.consumed,
+        "stored text more than doubled"
+    );
+    let bare_lf_at =
+        (0..input.len()).find(|&i| input[i] == b'\n' && (i == 0 || input[i - 1] != b'\r'));
+    match (mode, whole.end) {
+        (BareNewline::Reject, DataEnd::BareLf) => {
+            assert_eq!(
+                Some(whole.consumed - 1),
+                bare_lf_at,
+                "BareLf, but not at the first bare LF"
+            );
+        }
+        (BareNewline::Reject, _) => assert!(
+            bare_lf_at.is_none_or(|at| at >= whole.consumed),
+            "a bare LF at {bare_lf_at:?} was read in reject mode"
+        ),
+        (_, DataEnd::BareLf) => panic!("BareLf in {mode:?} mode"),
+        _ => {}
+    }
+    if whole.end != DataEnd::End {
+        return;
+    }
+    let ends_properly = read.ends_with(b"\r\n.\r\n") || (after_crlf && read == b".\r\n");
+    assert!(
+        ends_properly,
+        "the data ended after {:?}, not after CRLF . CRLF",
+        String::from_utf8_lossy(read)
+    );
+    assert!(
+        whole.stored.is_empty() || whole.stored.ends_with(b"\r\n"),
+        "ended data does not end in CRLF"
+    );
+    let mut again = dot_stuff(&whole.stored);
+    again.extend_from_slice(b".\r\n");
+    let sent = again.len();
+    again.extend_from_slice(b"QUIT\r\n");
+    let replay = read_data(BareNewline::Normalize, true, &again, again.len());
+    assert_eq!(
+        (replay.end, replay.consumed),
+        (DataEnd::End, sent),
+        "the dot-stuffed stored text does not end where it should"
+    );
+    assert_eq!(
+        replay.stored, whole.stored,
+        "dot-stuffing did not round-trip"
+    );
+}
+
+/// The `Message-ID:` cleanup's header scanner adds in the fuzz target.
+const ADDED_MESSAGE_ID: &[u8] = b"Message-ID: <added@fuzz.postern.invalid>\r\n";
+/// The `Date:` cleanup's header scanner adds in the fuzz target.
+const ADDED_DATE: &[u8] = b"Date: Thu, 1 Jan 2026 00:00:00 +0000\r\n";
+
+fn scan_headers(limit: usize, content: &[u8], piece: usize) -> Vec<u8> {
+    let mut scanner = HeaderScanner::new(
+        limit,
+        Additions {
+            message_id: String::from_utf8_lossy(ADDED_MESSAGE_ID).into_owned(),
+            date: String::from_utf8_lossy(ADDED_DATE).into_owned(),
+        },
+    );
+    let mut out = Vec::new();
+    let mut sink = |b: &[u8]| -> Result<(), std::convert::Infallible> {
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    for chunk in content.chunks(piece.max(1)) {
+        let Ok(()) = scanner.feed(chunk, &mut sink);
+    }
+    let Ok(()) = scanner.finish(&mut sink);
+    out
+}
+
+/// Whether the line starts a header field named `name` (case-insensitive), white space
+/// allowed before the colon.
+fn names_field(line: &[u8], name: &[u8]) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name)
+        && line[name.len()..]
+            .iter()
+            .find(|&&b| b != b' ' && b != b'\t')
+            == Some(&b':')
+}
+
+/// Cleanup's header scanner, then the delivery agents' `Delivered-To:` reader over what it
+/// stored. The first octet sets `header_size_limit` (times 8), the second the size of the
+/// pieces the content is fed in (plus one); the rest is the content. Checks:
+/// - the stored text does not depend on how the content is cut into pieces;
+/// - it is the content (a CRLF added to an unterminated last line) with one insertion at a
+///   line start, no later than `header_size_limit` octets: `Message-ID:`, `Date:` (each only if
+///   the header section before the insertion has no field of that name, and then always), and
+///   an empty line when the body follows without one. Nothing after the header end is touched;
+/// - [`delivered_to`] never reads past the header section's end: text appended after the
+///   first empty line changes nothing, and every value is trimmed and in lower case.
+pub fn header(data: &[u8]) {
+    let [limit, piece, content @ ..] = data else {
+        return;
+    };
+    let limit = usize::from(*limit) * 8;
+    let piece = usize::from(*piece) + 1;
+    let stored = scan_headers(limit, content, content.len());
+    assert_eq!(
+        scan_headers(limit, content, piece),
+        stored,
+        "fed in pieces of {piece} the scanner differs"
+    );
+    let mut terminated = content.to_vec();
+    if terminated.last().is_some_and(|&b| b != b'\n') {
+        terminated.extend_from_slice(b"\r\n");
+    }
+    let added = stored
+        .len()
+        .checked_sub(terminated.len())
+        .unwrap_or_else(|| panic!("the scanner dropped octets"));
+    let same_prefix = stored
+        .iter()
+        .zip(&terminated)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let same_suffix = stored
+        .iter()
+        .rev()
+        .zip(terminated.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    // The insertion point: the content is stored[..at] and stored[at + added..]. When nothing
+    // was added, the header section ends at the first empty line or with the content; else at
+    // the first line start where the insertion fits (a later fit repeats the insertion's own
+    // text, which is header lines after the end of the section).
+    let first_empty_line = || {
+        let mut offset = 0;
+        for line in terminated.split_inclusive(|&b| b == b'\n') {
+            if line == b"\r\n" || line == b"\n" {
+                return offset;
+            }
+            offset += line.len();
+        }
+        offset
+    };
+    let mut candidates = if added == 0 {
+        let end = first_empty_line();
+        end..=end
+    } else {
+        terminated.len().saturating_sub(same_suffix)..=same_prefix.min(terminated.len())
+    };
+    let at = candidates
+        .find(|&at| {
+            let insertion = &stored[at..at + added];
+            let rest = insertion
+                .strip_prefix(ADDED_MESSAGE_ID)
+                .unwrap_or(insertion);
+            let rest = rest.strip_prefix(ADDED_DATE).unwrap_or(rest);
+            (at == 0 || terminated[at - 1] == b'\n') && (rest.is_empty() || rest == b"\r\n")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{:?} is not {:?} with the header additions inserted at a line start",
+                String::from_utf8_lossy(&stored),
+                String::from_utf8_lossy(&terminated)
+            )
+        });
+    assert!(
+        at <= limit,
+        "a header section of {at} octets, limit {limit}"
+    );
+    let insertion = &stored[at..at + added];
+    let section = &terminated[..at];
+    let lines = || section.split_inclusive(|&b| b == b'\n');
+    for (name, addition) in [
+        (&b"Message-ID"[..], ADDED_MESSAGE_ID),
+        (&b"Date"[..], ADDED_DATE),
+    ] {
+        let present = lines().any(|line| names_field(line, name));
+        let was_added = insertion.windows(addition.len()).any(|w| w == addition);
+        assert_ne!(
+            present,
+            was_added,
+            "{} present {present}, added {was_added}: {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(section)
+        );
+    }
+
+    let found = delivered_to(&stored);
+    for value in &found {
+        assert_eq!(
+            value,
+            &value.trim().to_lowercase(),
+            "Delivered-To value not normalised"
+        );
+    }
+    let end = if stored.starts_with(b"\r\n") {
+        Some(2)
+    } else {
+        stored
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+    };
+    if let Some(end) = end {
+        let mut more = stored[..end].to_vec();
+        more.extend_from_slice(b"Delivered-To: after-the-end@example.test\r\n");
+        assert_eq!(
+            delivered_to(&more),
+            found,
+            "delivered_to read past the header end"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +576,27 @@ mod tests {
         "a",
     ];
 
+    /// Fragments of message content: line ends, dots, folding, the fields the scanners
+    /// look for.
+    const CONTENT_TOKENS: [&str; 16] = [
+        "\r\n",
+        "\n",
+        "\r",
+        ".",
+        ".\r\n",
+        "\r\n.\r\n",
+        " ",
+        "\t",
+        ":",
+        "Subject: x",
+        "Message-ID: <m@x>",
+        "date :",
+        "Delivered-To: A@Example.test",
+        "body",
+        "\u{e9}",
+        "\u{fffd}",
+    ];
+
     /// Fragments of command lines, so that random sequences of them reach the
     /// parameter parsers.
     const SMTP_TOKENS: [&str; 24] = [
@@ -309,6 +645,19 @@ mod tests {
             from_bounce(&data);
             smtp_command(&data);
             queue_file(&data);
+            smtp_data(&data);
+            header(&data);
+        }
+
+        #[test]
+        fn data_and_header_shaped_text_never_panics(
+            control in proptest::prelude::any::<[u8; 2]>(),
+            tokens in proptest::collection::vec(proptest::sample::select(&CONTENT_TOKENS[..]), 0..16)
+        ) {
+            let mut data = control.to_vec();
+            data.extend_from_slice(tokens.concat().as_bytes());
+            smtp_data(&data[1..]);
+            header(&data);
         }
 
         #[test]
@@ -484,6 +833,32 @@ mod tests {
             damaged[i] ^= 0x41;
             queue_file(&damaged);
         }
+    }
+
+    #[test]
+    fn data_and_header_entry_points_take_their_seeds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus");
+        for (target, entry) in [("smtp_data", smtp_data as fn(&[u8])), ("header", header)] {
+            let seeds = std::fs::read_dir(format!("{dir}/{target}")).unwrap();
+            let mut count = 0;
+            for seed in seeds {
+                entry(&std::fs::read(seed.unwrap().path()).unwrap());
+                count += 1;
+            }
+            assert!(count >= 4, "{target}: {count} seeds");
+        }
+    }
+
+    #[test]
+    fn the_helpers_of_the_data_and_header_checks() {
+        // Dot-stuffing, piecewise reading and field names as the targets' checks use them.
+        let stuffed = dot_stuff(b"a\r\n.b\r\n");
+        assert_eq!(stuffed, b"a\r\n..b\r\n");
+        let run = read_data(BareNewline::Normalize, true, b"x\r\n.\r\nQUIT\r\n", 3);
+        assert_eq!((run.end, run.consumed), (DataEnd::End, 6));
+        assert!(names_field(b"message-id :x", b"Message-ID"));
+        assert!(!names_field(b"Message-IDs: x", b"Message-ID"));
+        assert!(!names_field(b" Date: x", b"Date"));
     }
 
     #[test]

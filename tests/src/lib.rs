@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod harness;
 pub mod instance;
 pub mod probe;
 pub mod rng;

@@ -15,6 +15,10 @@
 //!   explained in the test's output;
 //! - the virtual agent runs under its fixed uid with no effective capability; a local delivery
 //!   child runs as the recipient (as root; unprivileged, every process is the invoking user).
+//! - while they serve (an SMTP session left open, after a virtual and a local delivery and a
+//!   bounce), the real daemons hold only the descriptors the design gives them: found through
+//!   the instance's master (pid file, `PPid`), each fd read from `/proc`, each channel's other
+//!   end found with `ss` (sock_diag) and checked against the access matrix (root only).
 //!
 //! Trusts: nothing the instance writes — mailbox files are read as bytes and parsed here, queue
 //! files through `protocol::queue` via the harness, processes through `/proc`.
@@ -24,7 +28,8 @@
 //!   `local_home_base` in the instance directory, `home_mailbox = Maildir/`. As root they have
 //!   numeric uids no system account uses ([`LOCAL_UID_BASE`]), so no `useradd` is needed and
 //!   nothing outside the instance changes; as an unprivileged user every account is the invoking
-//!   user (the agent cannot change identity), and only the root-only identity checks are skipped.
+//!   user (the agent cannot change identity), and the root-only identity test is reported as
+//!   ignored with the reason (this file runs under `postern_tests::harness`).
 //! - The tests wait for readable conditions (a file in a Maildir, an empty queue, a line in the
 //!   log) by polling with a deadline; the only sleeps are the killer's random pauses, which pick
 //!   kill points, and the crash test's client pacing; neither synchronises anything.
@@ -51,7 +56,8 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use postern_tests::instance::{has_binary, is_root, show, wait_until, Instance};
+use postern_tests::harness::{self, root_test, test};
+use postern_tests::instance::{binary, is_root, show, wait_until, Instance};
 use postern_tests::rng::Rng;
 
 /// The EHLO name every client uses.
@@ -70,20 +76,62 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 /// How long a message may take from `250` to its mailbox on an idle instance.
 const DELIVERY_WAIT: Duration = Duration::from_secs(20);
 
+/// The tests of this file (`harness = false`: a root-only test run by another user is reported
+/// as ignored, see `postern_tests::harness`).
+const TESTS: &[harness::Test] = &[
+    test(
+        "a_virtual_user_gets_one_copy_with_trace_headers",
+        a_virtual_user_gets_one_copy_with_trace_headers,
+    ),
+    test(
+        "a_local_user_gets_one_copy_and_an_alias_of_three_gives_three",
+        a_local_user_gets_one_copy_and_an_alias_of_three_gives_three,
+    ),
+    test(
+        "unknown_users_are_refused_at_rcpt",
+        unknown_users_are_refused_at_rcpt,
+    ),
+    test(
+        "an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off",
+        an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off,
+    ),
+    test(
+        "past_the_lifetime_a_message_bounces_with_a_dsn",
+        past_the_lifetime_a_message_bounces_with_a_dsn,
+    ),
+    test(
+        "the_virtual_agent_runs_as_its_fixed_uid_without_capabilities",
+        the_virtual_agent_runs_as_its_fixed_uid_without_capabilities,
+    ),
+    root_test(
+        "a_local_delivery_child_runs_as_the_recipient",
+        "unprivileged, every local user is the invoking user and the agent cannot change identity",
+        a_local_delivery_child_runs_as_the_recipient,
+    ),
+    root_test(
+        "the_real_daemons_hold_only_their_descriptors_while_they_serve",
+        "a sandboxed daemon is not dumpable: only CAP_SYS_PTRACE may list its fds",
+        the_real_daemons_hold_only_their_descriptors_while_they_serve,
+    ),
+    test(
+        "qmgr_killed_at_random_points_loses_no_mail",
+        qmgr_killed_at_random_points_loses_no_mail,
+    ),
+    test(
+        "the_virtual_agent_killed_at_random_points_loses_no_mail",
+        the_virtual_agent_killed_at_random_points_loses_no_mail,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    harness::run(TESTS)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which daemons exist.
 
-/// Every daemon in `programs` must be built; a missing one fails with the build command.
-fn daemons_ready(_test: &str, programs: &[&str]) -> bool {
-    for program in programs {
-        assert!(
-            has_binary(program),
-            "the {program} program is not built: cargo build --workspace --bins"
-        );
-    }
-    true
-}
-
+/// The daemons of a delivery instance: every one must be built (`postern init` would leave a
+/// missing one out of master.cf; [`delivery_instance`] fails with the build command instead).
 const ALL_DAEMONS: [&str; 6] = ["smtpd", "cleanup", "qmgr", "virtual", "local", "bounce"];
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +169,9 @@ fn delivery_instance(
         ("smtpd_error_sleep_time", "0s"),
     ];
     all.extend_from_slice(settings);
+    for program in ALL_DAEMONS {
+        binary(program);
+    }
     let inst = Instance::init(name, &all);
     let dir = inst.dir().to_path_buf();
     let home = dir.join("home");
@@ -687,11 +738,7 @@ fn master_pid(inst: &Instance) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Delivery to each kind of mailbox.
 
-#[test]
 fn a_virtual_user_gets_one_copy_with_trace_headers() {
-    if !daemons_ready("virtual", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("virtual", &[], |_| {});
     let tok = token("virtual");
     let reply = lettre_send(
@@ -712,11 +759,7 @@ fn a_virtual_user_gets_one_copy_with_trace_headers() {
     );
 }
 
-#[test]
 fn a_local_user_gets_one_copy_and_an_alias_of_three_gives_three() {
-    if !daemons_ready("local", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("local", &[], |_| {});
     let alice = format!("alice@{LOCAL_DOMAIN}");
 
@@ -774,11 +817,7 @@ fn a_local_user_gets_one_copy_and_an_alias_of_three_gives_three() {
     assert_eq!(total, 3, "three copies of the alias's message in all");
 }
 
-#[test]
 fn unknown_users_are_refused_at_rcpt() {
-    if !daemons_ready("unknown", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("unknown", &[], |_| {});
     let mut c = Client::connect(inst.port()).expect("connect");
     assert!(c
@@ -838,11 +877,7 @@ fn dsn_of(line: &str) -> Option<String> {
         .map(|s| s.trim_end_matches(',').to_owned())
 }
 
-#[test]
 fn an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off() {
-    if !daemons_ready("deferral", &ALL_DAEMONS) {
-        return;
-    }
     let mut mailbox = PathBuf::new();
     let inst = delivery_instance("deferral", &FAST_RETRY, |inst| {
         mailbox = make_virtual_mailbox_dir(inst, "user", 0o000);
@@ -938,11 +973,7 @@ fn an_unwritable_mailbox_defers_and_is_delivered_on_the_back_off() {
     );
 }
 
-#[test]
 fn past_the_lifetime_a_message_bounces_with_a_dsn() {
-    if !daemons_ready("lifetime", &ALL_DAEMONS) {
-        return;
-    }
     let mut settings = FAST_RETRY.to_vec();
     settings.push(("maximal_queue_lifetime", "10s"));
     let inst = delivery_instance("lifetime", &settings, |inst| {
@@ -1038,11 +1069,7 @@ fn past_the_lifetime_a_message_bounces_with_a_dsn() {
 // ---------------------------------------------------------------------------------------------
 // Identities.
 
-#[test]
 fn the_virtual_agent_runs_as_its_fixed_uid_without_capabilities() {
-    if !daemons_ready("videntity", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("videntity", &[], |_| {});
     let tok = token("videntity");
     lettre_send(
@@ -1067,15 +1094,7 @@ fn the_virtual_agent_runs_as_its_fixed_uid_without_capabilities() {
     }
 }
 
-#[test]
 fn a_local_delivery_child_runs_as_the_recipient() {
-    if !is_root() {
-        eprintln!("note: the local delivery child's identity is a root-only check; skipped");
-        return;
-    }
-    if !daemons_ready("lidentity", &ALL_DAEMONS) {
-        return;
-    }
     let inst = delivery_instance("lidentity", &[], |inst| {
         // bob's .forward runs a slow command as bob: the delivery child lives long enough to
         // be seen. `exec`: the shell becomes the command, so the process that is seen is the
@@ -1158,20 +1177,15 @@ fn seed() -> u64 {
         })
 }
 
-#[test]
 fn qmgr_killed_at_random_points_loses_no_mail() {
     crash_test("qmgr");
 }
 
-#[test]
 fn the_virtual_agent_killed_at_random_points_loses_no_mail() {
     crash_test("virtual");
 }
 
 fn crash_test(role: &'static str) {
-    if !daemons_ready(&format!("crash-{role}"), &ALL_DAEMONS) {
-        return;
-    }
     let seed = seed();
     let started = Instant::now();
     eprintln!("crash ({role}): seed {seed:016x} (POSTERN_DELIVERY_SEED replays the kill plan)");
@@ -1365,4 +1379,429 @@ fn crash_test(role: &'static str) {
         extra_copies <= kills.len() * CONCURRENCY_LIMIT,
         "{report}\nmore duplicates than deliveries in flight at the kills"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptor hygiene of the real daemons.
+
+/// What one of a process's descriptors refers to, from `/proc/PID/fd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Pipe(u64),
+    Socket(u64),
+    Path(PathBuf),
+    /// `anon_inode:...` and anything else that is neither a path nor a pipe nor a socket.
+    Other(String),
+}
+
+/// The descriptors of `pid`: fd number and target.
+fn descriptors(pid: i32) -> BTreeMap<i32, Target> {
+    let dir = format!("/proc/{pid}/fd");
+    let listing = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let mut fds = BTreeMap::new();
+    for entry in listing.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A descriptor closed between the listing and the readlink is simply gone.
+        let Ok(link) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let text = link.to_string_lossy().into_owned();
+        let inode = |prefix: &str| {
+            text.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        let target = if let Some(inode) = inode("pipe:[") {
+            Target::Pipe(inode)
+        } else if let Some(inode) = inode("socket:[") {
+            Target::Socket(inode)
+        } else if text.starts_with('/') {
+            Target::Path(link)
+        } else {
+            Target::Other(text)
+        };
+        fds.insert(fd, target);
+    }
+    fds
+}
+
+/// A TCP socket from `/proc/net/tcp`: local port and whether it listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tcp {
+    local_port: u16,
+    listening: bool,
+}
+
+/// Every TCP socket of this network namespace by inode (`/proc/net/tcp` and `tcp6`).
+fn tcp_sockets() -> BTreeMap<u64, Tcp> {
+    let mut sockets = BTreeMap::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if let (Some(local_port), Ok(inode)) = (port, inode.parse::<u64>()) {
+                sockets.insert(
+                    inode,
+                    Tcp {
+                        local_port,
+                        listening: *state == "0A",
+                    },
+                );
+            }
+        }
+    }
+    sockets
+}
+
+/// A UNIX socket from `ss -x -a -n`: its kind (`u_seq`, `u_str`, `u_dgr`) and the inode of its
+/// peer (0 when it has none). `/proc/net/unix` does not name peers; the kernel's sock_diag,
+/// which `ss` reads, does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unix {
+    kind: String,
+    peer: u64,
+}
+
+fn unix_sockets() -> BTreeMap<u64, Unix> {
+    let out = Command::new("ss")
+        .args(["-x", "-a", "-n"])
+        .output()
+        .expect("run ss (Debian package iproute2; scripts/setup.sh installs it)");
+    assert!(out.status.success(), "ss -x -a -n: {}", show(&out));
+    let mut sockets = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port
+        if fields.len() < 8 {
+            continue;
+        }
+        let (Ok(inode), Ok(peer)) = (fields[5].parse::<u64>(), fields[7].parse::<u64>()) else {
+            continue;
+        };
+        sockets.insert(
+            inode,
+            Unix {
+                kind: fields[0].to_owned(),
+                peer,
+            },
+        );
+    }
+    sockets
+}
+
+/// The role of each process of the instance: the master, its children by program, and their
+/// descendants (a delivery child, local's command launcher) as `PARENT-ROLE/child`.
+fn instance_processes(master: i32) -> BTreeMap<i32, String> {
+    let mut roles = BTreeMap::from([(master, "master".to_owned())]);
+    for role in ALL_DAEMONS {
+        for pid in children(master, role) {
+            roles.insert(pid, role.to_owned());
+            for below in descendants(pid) {
+                roles.insert(below, format!("{role}/child"));
+            }
+        }
+    }
+    roles
+}
+
+/// The peers each role may hold a channel to, besides its control channel to the master: the
+/// access matrix of the design (smtpd→cleanup, bounce→cleanup, local→cleanup, cleanup→qmgr,
+/// qmgr→{virtual,local,bounce}) seen from both ends, and local's channel to its own command
+/// launcher. At most `n` channels to each peer role.
+fn allowed_peers(role: &str) -> &'static [(&'static str, usize)] {
+    match role {
+        // The session's cleanup channel, kept for the process's life.
+        "smtpd" => &[("cleanup", 1)],
+        // One client at a time (a daemon serves one channel at a time) and one wake-up channel.
+        "cleanup" => &[
+            ("smtpd", 1),
+            ("bounce", 1),
+            ("local", 1),
+            ("local/child", 1),
+            ("qmgr", 1),
+        ],
+        // A wake-up channel from each cleanup process, a channel to each agent process.
+        "qmgr" => &[
+            ("cleanup", usize::MAX),
+            ("virtual", usize::MAX),
+            ("local", usize::MAX),
+            ("bounce", usize::MAX),
+        ],
+        "virtual" => &[("qmgr", 1)],
+        "local" => &[("qmgr", 1), ("cleanup", 1), ("local/child", 1)],
+        "bounce" => &[("qmgr", 1), ("cleanup", 1)],
+        _ => &[],
+    }
+}
+
+/// Checks the descriptors of daemon `pid` of `role` against the design; returns what is wrong.
+///
+/// Every daemon: fd 0 `/dev/null`, fds 1 and 2 one pipe (the log), fd 3 a SOCK_SEQPACKET
+/// channel whose other end the master holds; no descriptor of another process's control
+/// channel, no TCP socket but smtpd's, no file or directory but cleanup's `incoming/` and
+/// qmgr's queue directories.
+/// - smtpd: fd 4 the listener on the instance's port, at most one accepted connection on it;
+/// - cleanup: the `incoming/` directory, files in it (the spare, the file being written);
+/// - qmgr: the queue directory and its queues, a duplicate of its control channel, and no
+///   queue file once the queue is empty;
+/// - virtual, local, bounce: nothing beyond their channels (the queue file of a request is
+///   closed once the request is answered; they never see the spool directory).
+#[allow(clippy::too_many_arguments)]
+fn descriptor_faults(
+    pid: i32,
+    role: &str,
+    fds: &BTreeMap<i32, Target>,
+    roles: &BTreeMap<i32, String>,
+    holders: &BTreeMap<u64, Vec<i32>>,
+    unix: &BTreeMap<u64, Unix>,
+    tcp: &BTreeMap<u64, Tcp>,
+    inst: &Instance,
+) -> Vec<String> {
+    let mut faults = Vec::new();
+    let spool = inst.queue_dir();
+    let peer_roles = |inode: u64| -> Vec<String> {
+        let peer = unix.get(&inode).map_or(0, |u| u.peer);
+        holders
+            .get(&peer)
+            .map(|pids| {
+                let mut r: Vec<String> = pids
+                    .iter()
+                    .filter(|p| **p != pid)
+                    .filter_map(|p| roles.get(p).cloned())
+                    .collect();
+                r.sort();
+                r.dedup();
+                r
+            })
+            .unwrap_or_default()
+    };
+    match fds.get(&0) {
+        Some(Target::Path(p)) if p == Path::new("/dev/null") => {}
+        other => faults.push(format!("fd 0 is {other:?}, not /dev/null")),
+    }
+    match (fds.get(&1), fds.get(&2)) {
+        (Some(Target::Pipe(a)), Some(Target::Pipe(b))) if a == b => {}
+        other => faults.push(format!("fds 1 and 2 are {other:?}, not the log pipe")),
+    }
+    let control = match fds.get(&3) {
+        Some(Target::Socket(inode))
+            if unix.get(inode).is_some_and(|u| u.kind == "u_seq")
+                && peer_roles(*inode) == ["master"] =>
+        {
+            Some(*inode)
+        }
+        other => {
+            faults.push(format!(
+                "fd 3 is {other:?} (peer {:?}), not a channel to the master",
+                other.and_then(|t| match t {
+                    Target::Socket(i) => Some(peer_roles(*i)),
+                    _ => None,
+                })
+            ));
+            None
+        }
+    };
+    let mut channels: BTreeMap<String, usize> = BTreeMap::new();
+    let mut connections = 0;
+    for (&fd, target) in fds {
+        if fd <= 3 {
+            continue;
+        }
+        match target {
+            Target::Socket(inode) if tcp.contains_key(inode) => {
+                let t = tcp[inode];
+                let ok = role == "smtpd"
+                    && t.local_port == inst.port()
+                    && if t.listening {
+                        fd == 4
+                    } else {
+                        connections += 1;
+                        connections == 1
+                    };
+                if !ok {
+                    faults.push(format!("fd {fd}: TCP socket {t:?}"));
+                }
+            }
+            Target::Socket(inode) if Some(*inode) == control => {
+                if role != "qmgr" {
+                    faults.push(format!(
+                        "fd {fd}: a second descriptor of its control channel"
+                    ));
+                }
+            }
+            Target::Socket(inode) => {
+                let kind = unix.get(inode).map(|u| u.kind.clone());
+                let peers = peer_roles(*inode);
+                let allowed = allowed_peers(role);
+                match (kind.as_deref(), peers.as_slice()) {
+                    (Some("u_seq"), [peer]) if allowed.iter().any(|(r, _)| r == peer) => {
+                        let count = channels.entry(peer.clone()).or_default();
+                        *count += 1;
+                        let limit = allowed.iter().find(|(r, _)| r == peer).map_or(0, |a| a.1);
+                        if *count > limit {
+                            faults.push(format!(
+                                "fd {fd}: channel {count} to {peer} (at most {limit})"
+                            ));
+                        }
+                    }
+                    _ => faults.push(format!(
+                        "fd {fd}: socket {inode} ({kind:?}) whose other end {peers:?} holds"
+                    )),
+                }
+            }
+            Target::Path(path) => {
+                let in_incoming = path.parent() == Some(&spool.join("incoming"));
+                let is_queue_dir =
+                    path == &spool || MAIL_QUEUE_DIRS.iter().any(|q| path == &spool.join(q));
+                let ok = match role {
+                    "cleanup" => path == &spool.join("incoming") || in_incoming,
+                    "qmgr" => is_queue_dir,
+                    _ => false,
+                };
+                if !ok {
+                    faults.push(format!("fd {fd}: {}", path.display()));
+                }
+            }
+            other => faults.push(format!("fd {fd}: {other:?}")),
+        }
+    }
+    if role == "smtpd"
+        && !matches!(fds.get(&4), Some(Target::Socket(i)) if tcp.get(i).is_some_and(|t| t.listening))
+    {
+        faults.push(format!("fd 4 is {:?}, not its listener", fds.get(&4)));
+    }
+    faults
+}
+
+/// The queue directories qmgr works in.
+const MAIL_QUEUE_DIRS: [&str; 6] = [
+    "incoming", "active", "deferred", "hold", "corrupt", "maildrop",
+];
+
+fn the_real_daemons_hold_only_their_descriptors_while_they_serve() {
+    let missing = format!("/nonexistent-{}/file", std::process::id());
+    let inst = delivery_instance("fds", &[], |inst| {
+        inst.append("aliases", &format!("nofile: {missing}\n"));
+    });
+    // Mail through every daemon: a virtual and a local delivery, and a bounce (a file in a
+    // missing directory) whose report goes through cleanup to the virtual sender.
+    let tok = token("fds");
+    lettre_send(
+        inst.port(),
+        "sender@example.org",
+        VIRTUAL_USER,
+        "virtual",
+        &format!("{tok}-v"),
+    );
+    await_delivery(
+        &inst,
+        &virtual_maildir(&inst, "user"),
+        &format!("{tok}-v"),
+        1,
+    );
+    let bob = format!("bob@{LOCAL_DOMAIN}");
+    lettre_send(
+        inst.port(),
+        "sender@example.org",
+        &bob,
+        "local",
+        &format!("{tok}-l"),
+    );
+    await_delivery(&inst, &local_maildir(&inst, "bob"), &format!("{tok}-l"), 1);
+    let nofile = format!("nofile@{LOCAL_DOMAIN}");
+    lettre_send(
+        inst.port(),
+        VIRTUAL_USER,
+        &nofile,
+        "bounce",
+        &format!("{tok}-b"),
+    );
+    await_delivery(
+        &inst,
+        &virtual_maildir(&inst, "user"),
+        &format!("{tok}-b"),
+        1,
+    );
+    // A session that stays open: its smtpd serves it, and the cleanup process serves that
+    // smtpd's channel.
+    let mut session = Client::connect(inst.port()).expect("an SMTP session");
+    let text = message(
+        "sender@example.org",
+        VIRTUAL_USER,
+        "open",
+        &format!("{tok}-s"),
+    );
+    let reply = session
+        .send("sender@example.org", VIRTUAL_USER, &text)
+        .expect("a transaction");
+    assert!(reply.starts_with("250"), "{reply}");
+    await_delivery(
+        &inst,
+        &virtual_maildir(&inst, "user"),
+        &format!("{tok}-s"),
+        1,
+    );
+    assert_queue_empties(&inst);
+
+    let master = master_pid(&inst);
+    let roles = instance_processes(master);
+    let mut holders: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
+    let mut all_fds = BTreeMap::new();
+    for &pid in roles.keys() {
+        let fds = descriptors(pid);
+        for target in fds.values() {
+            if let Target::Socket(inode) = target {
+                holders.entry(*inode).or_default().push(pid);
+            }
+        }
+        all_fds.insert(pid, fds);
+    }
+    let unix = unix_sockets();
+    let tcp = tcp_sockets();
+    let mut report = String::new();
+    let mut faults = Vec::new();
+    for role in ALL_DAEMONS {
+        let pids: Vec<i32> = roles
+            .iter()
+            .filter(|(_, r)| r.as_str() == role)
+            .map(|(p, _)| *p)
+            .collect();
+        assert!(!pids.is_empty(), "no {role} process is running: {roles:?}");
+        for pid in pids {
+            let fds = &all_fds[&pid];
+            writeln!(report, "{role} {pid}: {fds:?}").unwrap();
+            for fault in descriptor_faults(pid, role, fds, &roles, &holders, &unix, &tcp, &inst) {
+                faults.push(format!("{role} {pid}: {fault}"));
+            }
+        }
+    }
+    // The one serving the open session holds its connection and its cleanup channel.
+    let serving = roles
+        .iter()
+        .filter(|(_, r)| r.as_str() == "smtpd")
+        .any(|(pid, _)| {
+            all_fds[pid]
+                .values()
+                .any(|t| matches!(t, Target::Socket(i) if tcp.get(i).is_some_and(|t| !t.listening)))
+        });
+    assert!(serving, "no smtpd holds the open session:\n{report}");
+    assert!(
+        faults.is_empty(),
+        "{}\n\nall descriptors:\n{report}",
+        faults.join("\n")
+    );
+    eprintln!("{report}");
+    let _ = session.cmd("QUIT");
 }

@@ -19,6 +19,8 @@ fn targets() -> Vec<(&'static str, Target)> {
         ("domain", protocol::fuzz::domain),
         ("path", protocol::fuzz::path),
         ("smtp_command", protocol::fuzz::smtp_command),
+        ("smtp_data", protocol::fuzz::smtp_data),
+        ("header", protocol::fuzz::header),
         ("queue_file", protocol::fuzz::queue_file),
         ("to_cleanup", protocol::fuzz::to_cleanup),
         ("from_cleanup", protocol::fuzz::from_cleanup),

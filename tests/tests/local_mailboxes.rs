@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_tests::harness::{self, root_test, test};
 use postern_tests::instance::{is_root, show, wait_until, Instance};
 
 /// `myhostname` of an instance made by `postern init`, in `mydestination`.
@@ -38,6 +39,40 @@ const USERS: [&str; 3] = ["alice", "bob", "carol"];
 const UID_BASE: u32 = 62201;
 /// How long a deferral or delivery may take to show in the log.
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The tests of this file (`harness = false`: a root-only test run by another user is reported
+/// as ignored, see `postern_tests::harness`).
+const TESTS: &[harness::Test] = &[
+    root_test(
+        "a_mailbox_planted_by_another_user_is_not_written",
+        "two local users with different uids (unprivileged, every user is the invoking user)",
+        a_mailbox_planted_by_another_user_is_not_written,
+    ),
+    test(
+        "hard_linked_symlinked_and_fifo_mailboxes_are_deferred_without_a_hang",
+        hard_linked_symlinked_and_fifo_mailboxes_are_deferred_without_a_hang,
+    ),
+    test(
+        "an_unremovable_stale_lock_defers_within_the_lock_attempts_and_idles",
+        an_unremovable_stale_lock_defers_within_the_lock_attempts_and_idles,
+    ),
+    test(
+        "dev_null_missing_directories_and_command_exit_codes_as_postfix",
+        dev_null_missing_directories_and_command_exit_codes_as_postfix,
+    ),
+    test(
+        "a_command_is_killed_with_its_process_group_at_the_time_limit",
+        a_command_is_killed_with_its_process_group_at_the_time_limit,
+    ),
+    test(
+        "an_alias_and_a_forward_file_send_copies_on_through_cleanup",
+        an_alias_and_a_forward_file_send_copies_on_through_cleanup,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    harness::run(TESTS)
+}
 
 fn ids(n: usize) -> (u32, u32) {
     if is_root() {
@@ -222,15 +257,7 @@ fn token(name: &str) -> String {
 /// The defect reproduced before this change: the spool was mode 1777, so bob could create
 /// `mailspool/alice` mode 0666 before alice's first message, and every later message for alice
 /// went into bob's file.
-#[test]
 fn a_mailbox_planted_by_another_user_is_not_written() {
-    if !is_root() {
-        println!(
-            "ignored, needs root: two local users with different uids (uid {} is every user here)",
-            nix::unistd::getuid()
-        );
-        return;
-    }
     let mut inst = instance(
         "planted",
         &[
@@ -293,7 +320,6 @@ fn a_mailbox_planted_by_another_user_is_not_written() {
 /// Before this change: a hard-linked mailbox was written (only the virtual agent checked the
 /// link count), a FIFO hung the delivery until the agent's deadline (`command_time_limit` plus
 /// 30 s) because the open blocked, and a symlink was refused with an `ELOOP` system error.
-#[test]
 fn hard_linked_symlinked_and_fifo_mailboxes_are_deferred_without_a_hang() {
     let inst = instance("links", &[], "");
     let spool = spool(&inst);
@@ -343,7 +369,6 @@ fn hard_linked_symlinked_and_fifo_mailboxes_are_deferred_without_a_hang() {
 
 /// Before this change the agent retried a stale lock it could not remove at once, forever: the
 /// delivery child spun at full CPU until the agent's deadline killed it.
-#[test]
 fn an_unremovable_stale_lock_defers_within_the_lock_attempts_and_idles() {
     let mut inst = instance("stalelock", &[], "").started();
     // A directory: nobody's unlink removes it, and it looks ancient.
@@ -374,7 +399,6 @@ fn an_unremovable_stale_lock_defers_within_the_lock_attempts_and_idles() {
     inst.stop();
 }
 
-#[test]
 fn dev_null_missing_directories_and_command_exit_codes_as_postfix() {
     let missing = format!("/nonexistent-{}/file", std::process::id());
     let mut inst = instance(
@@ -436,7 +460,6 @@ fn processes_with(args: &[&str]) -> Vec<i32> {
 
 /// Before this change the time limit killed only the shell: the background `sleep`s it started
 /// kept running after the delivery was given up.
-#[test]
 fn a_command_is_killed_with_its_process_group_at_the_time_limit() {
     // Arguments no other process has: this test's own leftovers, if any.
     let a = format!("{}.{}", 90000 + std::process::id() % 9000, 1);
@@ -483,7 +506,6 @@ fn virtual_copies(inst: &Instance, token: &str) -> Vec<String> {
 /// sends only what it composed): an alias and a user's `.forward` that name an address outside
 /// `mydestination` each produce one new message, which reaches the virtual mailbox with the
 /// `Delivered-To:` of the forwarding address.
-#[test]
 fn an_alias_and_a_forward_file_send_copies_on_through_cleanup() {
     let inst = instance("forwarding", &[], "fwd: user@example.test\n");
     let forward = inst.dir().join("home/carol/.forward");

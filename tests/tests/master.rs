@@ -1,7 +1,8 @@
 //! Whole-system tests of the master: a temporary instance (config dir, spool, a daemon_directory
 //! of symlinks to the test service) run by the real `postern-master --foreground` on a free
 //! loopback port, driven by real TCP clients. They pass as root and as an unprivileged user;
-//! root-only assertions (uid changes, capabilities) are skipped otherwise, with a message.
+//! run unprivileged, the root-only tests (uid changes, capabilities) are
+//! reported as ignored with the reason.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -15,16 +16,88 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use postern_tests::harness::{self, root_test, test};
 
 const SMTPD_ID: u32 = 61801;
 const QUEUE_ID: u32 = 61802;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// The tests of this file (`harness = false`: a root-only test run by another user is reported
+/// as ignored, see `postern_tests::harness`).
+const TESTS: &[harness::Test] = &[
+    test(
+        "processes_start_on_demand_and_never_exceed_maxproc",
+        processes_start_on_demand_and_never_exceed_maxproc,
+    ),
+    test(
+        "max_use_and_max_idle_end_a_process_and_another_replaces_it",
+        max_use_and_max_idle_end_a_process_and_another_replaces_it,
+    ),
+    test(
+        "a_crashing_service_is_throttled",
+        a_crashing_service_is_throttled,
+    ),
+    test(
+        "connect_outside_the_access_matrix_is_refused_and_logged",
+        connect_outside_the_access_matrix_is_refused_and_logged,
+    ),
+    test(
+        "reload_with_a_changed_maxproc_keeps_open_connections",
+        reload_with_a_changed_maxproc_keeps_open_connections,
+    ),
+    test(
+        "stop_leaves_no_process_and_no_zombie",
+        stop_leaves_no_process_and_no_zombie,
+    ),
+    test(
+        "a_killed_master_leaves_no_daemon",
+        a_killed_master_leaves_no_daemon,
+    ),
+    test(
+        "daemons_are_sandboxed",
+        daemons_are_sandboxed,
+    ),
+    test(
+        "second_master_refuses_and_stale_pid_file_is_replaced",
+        second_master_refuses_and_stale_pid_file_is_replaced,
+    ),
+    test(
+        "a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled",
+        a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled,
+    ),
+    test(
+        "a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running",
+        a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running,
+    ),
+    root_test(
+        "daemons_run_as_their_ids_and_the_master_keeps_two_capabilities",
+        "unprivileged (--dev), every daemon keeps the invoking uid and the master has no capability",
+        daemons_run_as_their_ids_and_the_master_keeps_two_capabilities,
+    ),
+    test(
+        "the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children",
+        the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children,
+    ),
+    test(
+        "a_reload_that_moves_what_the_confined_master_fixed_says_it_takes_a_restart",
+        a_reload_that_moves_what_the_confined_master_fixed_says_it_takes_a_restart,
+    ),
+    test(
+        "a_daemon_program_others_could_modify_is_not_executed",
+        a_daemon_program_others_could_modify_is_not_executed,
+    ),
+    root_test(
+        "a_daemon_whose_bounding_set_is_not_empty_never_gets_go",
+        "unprivileged, a daemon cannot drop the bounding set it inherits, so the master cannot require an empty one",
+        a_daemon_whose_bounding_set_is_not_empty_never_gets_go,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    harness::run(TESTS)
 }
 
-fn skip_root_only(what: &str) {
-    eprintln!("note: not root: skipping the root-only assertions of {what}");
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn test_service() -> PathBuf {
@@ -363,7 +436,6 @@ impl Client {
 
 const SMTPD_ONLY: &str = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n";
 
-#[test]
 fn processes_start_on_demand_and_never_exceed_maxproc() {
     let mut inst = Instance::new("maxproc", SMTPD_ONLY, "");
     inst.start();
@@ -410,7 +482,6 @@ fn processes_start_on_demand_and_never_exceed_maxproc() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn max_use_and_max_idle_end_a_process_and_another_replaces_it() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd -o max_use=2 -o max_idle=2s\n";
     let mut inst = Instance::new("maxuse", services, "");
@@ -443,7 +514,6 @@ fn max_use_and_max_idle_end_a_process_and_another_replaces_it() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn a_crashing_service_is_throttled() {
     let mut inst = Instance::new("crash", SMTPD_ONLY, "");
     inst.start();
@@ -490,7 +560,6 @@ fn a_crashing_service_is_throttled() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn connect_outside_the_access_matrix_is_refused_and_logged() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
                     cleanup unix n - n - 2 cleanup\n\
@@ -519,7 +588,6 @@ fn connect_outside_the_access_matrix_is_refused_and_logged() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn reload_with_a_changed_maxproc_keeps_open_connections() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd\n";
     let mut inst = Instance::new("reload", services, "");
@@ -544,7 +612,6 @@ fn reload_with_a_changed_maxproc_keeps_open_connections() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn stop_leaves_no_process_and_no_zombie() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
     let mut inst = Instance::new("stop", services, "");
@@ -588,7 +655,6 @@ impl Instance {
     }
 }
 
-#[test]
 fn a_killed_master_leaves_no_daemon() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
     let mut inst = Instance::new("pdeathsig", services, "");
@@ -606,10 +672,12 @@ fn a_killed_master_leaves_no_daemon() {
     drop(c);
 }
 
-#[test]
-fn daemons_hold_only_their_fds_and_are_sandboxed() {
+/// An instance with smtpd (inet) and cleanup running and idle, and their pids: a client asked
+/// smtpd for a cleanup channel and checked smtpd's own view of its sandbox (through its
+/// pre-opened status file) before it left.
+fn sandboxed_pair(name: &str) -> (Instance, i32, i32) {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\ncleanup unix n - n - 2 cleanup\n";
-    let mut inst = Instance::new("sandboxed", services, "");
+    let mut inst = Instance::new(name, services, "");
     inst.start();
     let mut c = inst.connect();
     let smtpd = c.pid();
@@ -619,7 +687,7 @@ fn daemons_hold_only_their_fds_and_are_sandboxed() {
         .iter()
         .find(|p| **p != smtpd)
         .expect("a cleanup process");
-    // The daemon's own view (through its pre-opened status file) agrees with the kernel's.
+    // The daemon's own view agrees with the kernel's.
     c.send("STATUS");
     let mut own = String::new();
     loop {
@@ -635,69 +703,32 @@ fn daemons_hold_only_their_fds_and_are_sandboxed() {
     // Between sessions a daemon holds only what the master gave it.
     c.quit();
     thread::sleep(Duration::from_millis(300));
+    (inst, smtpd, cleanup)
+}
 
-    // fds: 0 /dev/null, 1 and 2 the log pipe, 3 the control channel, 4 the listener (inet),
-    // and the test service's own read-only /proc/self/status, opened before its sandbox.
-    for (pid, expected) in [(smtpd, 5usize), (cleanup, 4)] {
-        assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
-        assert_eq!(status_field(pid, "Seccomp:"), "2");
-        assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
-        assert_eq!(status_field(pid, "CapPrm:"), "0000000000000000");
-        let listing = match fs::read_dir(format!("/proc/{pid}/fd")) {
-            Ok(listing) => listing,
-            Err(e) if !is_root() && e.kind() == std::io::ErrorKind::PermissionDenied => {
-                // A sandboxed daemon is not dumpable: only CAP_SYS_PTRACE may list its fds.
-                skip_root_only("the fd listing of a daemon (it is not dumpable)");
-                continue;
-            }
-            Err(e) => panic!("/proc/{pid}/fd: {e}"),
-        };
-        let mut fds = BTreeSet::new();
-        for entry in listing.flatten() {
-            let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
-            let target = fs::read_link(entry.path()).unwrap();
-            let target = target.to_string_lossy().into_owned();
-            if fd >= expected as i32 {
-                assert!(
-                    target == format!("/proc/{pid}/status") && fd == expected as i32,
-                    "process {pid} holds an unexpected fd {fd} -> {target}"
-                );
-                continue;
-            }
-            fds.insert(fd);
-            match fd {
-                0 => assert_eq!(target, "/dev/null"),
-                1 | 2 => assert!(target.starts_with("pipe:"), "fd {fd} -> {target}"),
-                3 | 4 => assert!(target.starts_with("socket:"), "fd {fd} -> {target}"),
-                _ => unreachable!(),
-            }
-        }
+fn daemons_are_sandboxed() {
+    let (mut inst, smtpd, cleanup) = sandboxed_pair("sandboxed");
+    for pid in [smtpd, cleanup] {
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "pid {pid}");
+        assert_eq!(status_field(pid, "Seccomp:"), "2", "pid {pid}");
         assert_eq!(
-            fds,
-            (0..expected as i32).collect::<BTreeSet<_>>(),
+            status_field(pid, "CapEff:"),
+            "0000000000000000",
+            "pid {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "CapPrm:"),
+            "0000000000000000",
             "pid {pid}"
         );
     }
-    if is_root() {
-        for (pid, id) in [(smtpd, SMTPD_ID), (cleanup, QUEUE_ID)] {
-            let ids = format!("{id}\t{id}\t{id}\t{id}");
-            assert_eq!(status_field(pid, "Uid:"), ids, "pid {pid}");
-            assert_eq!(status_field(pid, "Gid:"), ids, "pid {pid}");
-            assert_eq!(status_field(pid, "CapBnd:"), "0000000000000000");
-        }
-        // The master keeps CAP_KILL 5 and CAP_NET_BIND_SERVICE 10, in every set; it changes
-        // no ids and starts no program (its spawner does).
-        let two = format!("{:016x}", (1u64 << 5) | (1 << 10));
-        assert_eq!(status_field(inst.master_pid, "CapEff:"), two);
-        assert_eq!(status_field(inst.master_pid, "CapPrm:"), two);
-        assert_eq!(status_field(inst.master_pid, "CapInh:"), "0000000000000000");
-        assert_eq!(status_field(inst.master_pid, "CapAmb:"), "0000000000000000");
-        assert_eq!(status_field(inst.master_pid, "CapBnd:"), two);
-    } else {
-        skip_root_only("daemons_hold_only_their_fds_and_are_sandboxed (uids, master capabilities)");
+    if !is_root() {
+        // --dev: every daemon keeps the invoking uid (as root, the next test checks the ids).
         let me = nix::unistd::getuid().as_raw();
-        assert!(status_field(smtpd, "Uid:").starts_with(&me.to_string()));
-        assert!(inst.log().contains("not running as root"));
+        let ids = format!("{me}\t{me}\t{me}\t{me}");
+        assert_eq!(status_field(smtpd, "Uid:"), ids);
+        assert_eq!(status_field(cleanup, "Uid:"), ids);
+        assert!(inst.log().contains("not running as root"), "{}", inst.log());
     }
     assert_eq!(inst.stop(), Some(0));
 }
@@ -718,7 +749,6 @@ fn spawner_of(master: i32) -> Vec<i32> {
 
 /// Before this change the master ran with no landlock and no seccomp filter (`Seccomp: 0`,
 /// `NoNewPrivs: 0`) and started the daemons itself.
-#[test]
 fn the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children() {
     let mut inst = Instance::new("confined", SMTPD_ONLY, "");
     inst.start();
@@ -747,9 +777,8 @@ fn the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children()
             status_field(spawner, "CapBnd:"),
             format!("{:016x}", 1u64 | (1 << 6) | (1 << 7) | (1 << 8))
         );
-    } else {
-        skip_root_only("the spawner's capability sets");
     }
+    // Unprivileged (--dev) the spawner has no capability to drop: the sets above are root's.
     c.quit();
     assert_eq!(inst.stop(), Some(0));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -761,7 +790,6 @@ fn the_master_confines_itself_and_a_spawner_starts_the_daemons_as_its_children()
 
 /// The confined master cannot reach a new daemon_directory or queue_directory: a reload says
 /// that this takes a restart and keeps serving with the old ones.
-#[test]
 fn a_reload_that_moves_what_the_confined_master_fixed_says_it_takes_a_restart() {
     let mut inst = Instance::new("reload-restart", SMTPD_ONLY, "");
     inst.start();
@@ -792,7 +820,6 @@ fn a_reload_that_moves_what_the_confined_master_fixed_says_it_takes_a_restart() 
 
 /// Before this change the master executed whatever file daemon_directory held: a program
 /// that group or others could write, or (as root) one owned by another user, was run as root.
-#[test]
 fn a_daemon_program_others_could_modify_is_not_executed() {
     use std::os::unix::fs::PermissionsExt;
     let mut inst = Instance::new("unsafe-program", SMTPD_ONLY, "service_throttle_time = 1s");
@@ -838,7 +865,7 @@ fn a_daemon_program_others_could_modify_is_not_executed() {
         drop(c);
         std::os::unix::fs::chown(&program, Some(0), None).unwrap();
     } else {
-        skip_root_only("a daemon program owned by another user");
+        // Unprivileged, a program owned by another user cannot be made: root's case only.
         fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
     }
     // Once the file is safe again, the service runs (after its back-off).
@@ -853,7 +880,25 @@ fn a_daemon_program_others_could_modify_is_not_executed() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
+fn daemons_run_as_their_ids_and_the_master_keeps_two_capabilities() {
+    let (mut inst, smtpd, cleanup) = sandboxed_pair("identities");
+    for (pid, id) in [(smtpd, SMTPD_ID), (cleanup, QUEUE_ID)] {
+        let ids = format!("{id}\t{id}\t{id}\t{id}");
+        assert_eq!(status_field(pid, "Uid:"), ids, "pid {pid}");
+        assert_eq!(status_field(pid, "Gid:"), ids, "pid {pid}");
+        assert_eq!(status_field(pid, "CapBnd:"), "0000000000000000");
+    }
+    // The master keeps CAP_KILL 5 and CAP_NET_BIND_SERVICE 10, in every set; it changes no
+    // ids and starts no program (its spawner does).
+    let two = format!("{:016x}", (1u64 << 5) | (1 << 10));
+    assert_eq!(status_field(inst.master_pid, "CapEff:"), two);
+    assert_eq!(status_field(inst.master_pid, "CapPrm:"), two);
+    assert_eq!(status_field(inst.master_pid, "CapInh:"), "0000000000000000");
+    assert_eq!(status_field(inst.master_pid, "CapAmb:"), "0000000000000000");
+    assert_eq!(status_field(inst.master_pid, "CapBnd:"), two);
+    assert_eq!(inst.stop(), Some(0));
+}
+
 fn second_master_refuses_and_stale_pid_file_is_replaced() {
     let mut inst = Instance::new("pidfile", SMTPD_ONLY, "");
     fs::create_dir_all(inst.root.join("spool/pid")).unwrap();
@@ -889,7 +934,6 @@ fn second_master_refuses_and_stale_pid_file_is_replaced() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
                     liar-busy unix n - n - 1 cleanup\n\
@@ -935,7 +979,6 @@ fn a_daemon_that_lies_on_its_control_channel_is_killed_and_throttled() {
     assert_eq!(inst.stop(), Some(0));
 }
 
-#[test]
 fn a_daemon_whose_bounding_set_is_not_empty_never_gets_go() {
     let services = "127.0.0.1:{PORT} inet n - n - 2 smtpd\n\
                     liar-bounding unix n - n - 1 cleanup\n";
@@ -943,16 +986,6 @@ fn a_daemon_whose_bounding_set_is_not_empty_never_gets_go() {
     inst.start();
     let mut c = inst.connect();
     c.send("CONNECT liar-bounding");
-    if !is_root() {
-        // Unprivileged, the inherited bounding set is what every daemon has (it cannot drop it):
-        // the master accepts it, and the process serves.
-        assert_eq!(c.line(), "OK", "{}", inst.log());
-        assert!(inst.log().contains("liar-bounding got Go"));
-        skip_root_only("a_daemon_whose_bounding_set_is_not_empty_never_gets_go");
-        drop(c);
-        assert_eq!(inst.stop(), Some(0));
-        return;
-    }
     // Its report claims an empty bounding set; the kernel shows the one it was exec'd with,
     // the spawner's (CAP_CHOWN 0, CAP_SETGID 6, CAP_SETUID 7, CAP_SETPCAP 8).
     let bounding = 1u64 | (1 << 6) | (1 << 7) | (1 << 8);
@@ -996,7 +1029,6 @@ fn comm(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-#[test]
 fn a_unix_service_with_a_wakeup_starts_at_boot_and_is_kept_running() {
     let services = "127.0.0.1:{PORT} inet n - n - 1 smtpd\n\
                     cleanup unix n - n - 2 cleanup\n\
