@@ -71,6 +71,8 @@ pub enum InvalidValue {
     Delivery(crate::delivery::DeliveryError),
     #[error(transparent)]
     LocalChild(crate::local::ChildReportError),
+    #[error(transparent)]
+    Proxymap(crate::proxymap::LookupError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

@@ -39,6 +39,9 @@ pub struct ProbeTargets {
     pub loopback_port: u16,
     /// A binary to try to execute.
     pub exec_path: PathBuf,
+    /// A file no daemon may read even where a rule covers its directory (`/etc/shadow`
+    /// beside the passwd file): landlock or the file's permissions must refuse it.
+    pub secret_path: PathBuf,
 }
 
 impl Default for ProbeTargets {
@@ -47,6 +50,7 @@ impl Default for ProbeTargets {
             outside_path: "/etc/passwd".into(),
             loopback_port: 25,
             exec_path: "/bin/sh".into(),
+            secret_path: "/etc/shadow".into(),
         }
     }
 }
@@ -83,6 +87,13 @@ const REFUSED: &[Errno] = &[Errno::EPERM, Errno::EACCES];
 pub fn open_outside(targets: &ProbeTargets) -> ProbeResult {
     let result = std::fs::File::open(&targets.outside_path).map(drop);
     from_io("open a path outside the rules", result, REFUSED)
+}
+
+/// Reading the shadow password file: no profile grants it by a rule of its own, so it must be
+/// refused whatever rules cover its directory.
+pub fn read_secret(targets: &ProbeTargets) -> ProbeResult {
+    let result = std::fs::File::open(&targets.secret_path).map(drop);
+    from_io("open the shadow password file", result, REFUSED)
 }
 
 pub fn tcp_connect(targets: &ProbeTargets) -> ProbeResult {
@@ -146,6 +157,7 @@ pub fn openat2() -> ProbeResult {
 pub fn run(targets: &ProbeTargets) -> Vec<ProbeResult> {
     vec![
         open_outside(targets),
+        read_secret(targets),
         tcp_connect(targets),
         socket_unix(),
         socket_inet(),

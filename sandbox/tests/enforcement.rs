@@ -973,6 +973,7 @@ fn role_settings(commands: &str) -> Result<conf::MainCf, String> {
          smtp_user = 61004\n\
          vmail_user = 61005\n\
          bounce_user = 61006\n\
+         proxymap_user = 61007\n\
          virtual_mailbox_base = /var/mail/vhosts\n\
          {commands}\n"
     );
@@ -1248,6 +1249,7 @@ fn probes_are_all_denied(dir: &Path) -> Outcome {
         outside_path: outside,
         loopback_port: expect_ok("local_addr", server.local_addr())?.port(),
         exec_path: "/bin/sh".into(),
+        secret_path: "/etc/shadow".into(),
     };
     let profile = Profile {
         syscalls: syscalls::set(&[syscalls::BASE, syscalls::FILES_READ]),
@@ -1255,7 +1257,7 @@ fn probes_are_all_denied(dir: &Path) -> Outcome {
     };
     applied(&profile)?;
     let results = sandbox::probe(&targets);
-    ensure!(results.len() == 9, "{} probes", results.len());
+    ensure!(results.len() == 10, "{} probes", results.len());
     for result in &results {
         println!(
             "probe {:?} denied={} ({})",

@@ -309,7 +309,7 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
     assert!(!run.stdout.contains("ALLOWED"), "{}", run.show());
     assert!(!run.stdout.contains("FAILED"), "{}", run.show());
     for role in [
-        "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
+        "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce", "proxymap",
     ] {
         assert!(
             run.stdout.contains(&format!("\n  {role}:")),
@@ -317,14 +317,18 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
             run.show()
         );
     }
-    // The local agent's profile grants reading the passwd file (users are looked up at
-    // delivery time): for it that probe is shown as granted by a named rule, for every other
-    // role it is denied. `execve` is denied for every role, local included: its `|command`
-    // deliveries run in the command launcher, which is no service of its own.
+    // proxymap's profile grants reading files beneath the passwd file's directory (smtpd and
+    // local look accounts up through it): for it that probe is shown as granted by a named
+    // rule, for every other role, local included, it is denied. `execve` is denied for every
+    // role: local's `|command` deliveries run in the command launcher, which is no service of
+    // its own. The shadow password file is refused to every role, proxymap too, whose rule
+    // covers its directory: as root proxymap runs under a uid of its own that the file's
+    // permissions keep out, unprivileged the invoking user cannot read it either.
     for (action, denied_for) in [
-        ("open a path outside the rules", 7),
-        ("execve a binary", 8),
-        ("ptrace(PTRACE_TRACEME)", 8),
+        ("open a path outside the rules", 8),
+        ("open the shadow password file", 9),
+        ("execve a binary", 9),
+        ("ptrace(PTRACE_TRACEME)", 9),
     ] {
         let denied = run
             .stdout
@@ -337,16 +341,16 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
             "{action} not denied for every role it should be:\n{}",
             run.show()
         );
-        if denied_for == 7 {
-            let local = run
+        if denied_for == 8 {
+            let proxymap = run
                 .stdout
-                .split("\n  local:")
+                .split("\n  proxymap:")
                 .nth(2)
                 .and_then(|s| s.lines().find(|l| l.trim_start().starts_with(action)))
                 .unwrap_or_default();
             assert!(
-                local.contains("not denied: its profile allows"),
-                "local's {action}: {local:?}\n{}",
+                proxymap.contains("not denied: its profile allows reading /etc"),
+                "proxymap's {action}: {proxymap:?}\n{}",
                 run.show()
             );
         }

@@ -26,12 +26,15 @@ pub const OUTSIDE_PATH: &str = "/etc/passwd";
 pub const LOOPBACK_PORT: u16 = 25;
 /// A program to try to execute: a shell.
 pub const EXEC_PATH: &str = "/bin/sh";
+/// A file no role may read, also where a rule covers its directory (proxymap's `/etc`).
+pub const SECRET_PATH: &str = "/etc/shadow";
 
 pub fn targets() -> ProbeTargets {
     ProbeTargets {
         outside_path: OUTSIDE_PATH.into(),
         loopback_port: LOOPBACK_PORT,
         exec_path: EXEC_PATH.into(),
+        secret_path: SECRET_PATH.into(),
     }
 }
 
