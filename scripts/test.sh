@@ -19,7 +19,7 @@ unprivileged=nobody
 mapfile -t executables < <(
     cargo test --workspace --no-run 2>&1 |
         sed -n 's/^ *Executable \(tests\/[a-z_]*\.rs\) (\(.*\))$/\1 \2/p' |
-        grep -E '^tests/(enforcement|master|handshake|cli|queue_list|intake|durability|delivery|local_mailboxes)\.rs ' | cut -d' ' -f2
+        grep -E '^tests/(enforcement|master|handshake|cli|queue_list|intake|durability|delivery|local_mailboxes|accounts)\.rs ' | cut -d' ' -f2
 )
 if [ "${#executables[@]}" -eq 0 ]; then
     echo "test.sh: no executables found for the unprivileged pass" >&2

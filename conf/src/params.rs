@@ -120,6 +120,7 @@ pub static PARAMS: &[Param] = &[
     p("smtp_user", "postern-smtp", USER, "The identity the SMTP client runs as."),
     p("vmail_user", "postern-vmail", USER, "The identity the virtual delivery agent runs as; it owns the virtual mailboxes."),
     p("bounce_user", "postern-bounce", USER, "The identity the bounce daemon runs as."),
+    p("proxymap_user", "postern-proxymap", USER, "The identity the proxymap lookup service runs as; never root, so that it cannot read /etc/shadow beside the passwd file."),
     p("setgid_group", "postern-drop", Kind::Group, "The group postdrop runs as to write into the maildrop directory."),
     // --- SMTP server ---
     p("smtpd_banner", "$myhostname ESMTP $mail_name", TEXT, "The text after the 220 code in the SMTP greeting."),
@@ -308,6 +309,7 @@ mod tests {
             "smtp_user",
             "vmail_user",
             "bounce_user",
+            "proxymap_user",
             "master_stop_timeout",
         ] {
             assert!(param(name).is_some(), "{name} missing");

@@ -73,6 +73,8 @@ pub enum InvalidValue {
     LocalChild(crate::local::ChildReportError),
     #[error("spawn request: {0}")]
     Spawn(&'static str),
+    #[error(transparent)]
+    Proxymap(crate::proxymap::LookupError),
     #[error("protocol version {got} is not the version this side speaks ({supported})")]
     UnknownVersion { got: u32, supported: u32 },
 }

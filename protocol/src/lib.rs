@@ -24,6 +24,7 @@ pub mod delivery;
 pub mod fuzz;
 pub mod header;
 pub mod local;
+pub mod proxymap;
 pub mod queue;
 pub mod queue_id;
 pub mod service;

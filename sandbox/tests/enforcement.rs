@@ -973,6 +973,7 @@ fn role_settings(commands: &str) -> Result<conf::MainCf, String> {
          smtp_user = 61004\n\
          vmail_user = 61005\n\
          bounce_user = 61006\n\
+         proxymap_user = 61007\n\
          virtual_mailbox_base = /var/mail/vhosts\n\
          {commands}\n"
     );

@@ -310,6 +310,7 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
     assert!(!run.stdout.contains("FAILED"), "{}", run.show());
     for role in [
         "master", "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
+        "proxymap",
     ] {
         assert!(
             run.stdout.contains(&format!("\n  {role}:")),
@@ -317,19 +318,21 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
             run.show()
         );
     }
-    // The local agent's profile grants reading the passwd file (users are looked up at
-    // delivery time): for it that probe is shown as granted by a named rule, for every other
-    // role it is denied. `execve` is denied for every role, local included: its `|command`
-    // deliveries run in the command launcher, which is no service of its own; and for the
-    // master, whose daemons its spawner starts. Reading /etc/shadow and creating a file in
-    // /etc are denied for all, the master (root) included: before the master confined itself,
-    // its probes could do all three.
+    // proxymap's profile grants reading files beneath the passwd file's directory (smtpd and
+    // local look accounts up through it): for it that probe is shown as granted by a named
+    // rule, for every other role, local included, and the master it is denied. `execve` is
+    // denied for every role: local's `|command` deliveries run in the command launcher, which
+    // is no service of its own, and the master's daemons are started by its spawner. Reading
+    // /etc/shadow and creating a file in /etc are denied for all: proxymap, whose rule covers
+    // the directory, runs as root under a uid of its own that the file's permissions keep out
+    // (unprivileged the invoking user cannot read it either); the master, which stays root, by
+    // its landlock ruleset (before it confined itself, its probes could do all three).
     for (action, denied_for) in [
-        ("open a path outside the rules", 8),
-        ("execve a binary", 9),
-        ("open a secret file for reading", 9),
-        ("create a file in a system directory", 9),
-        ("ptrace(PTRACE_TRACEME)", 9),
+        ("open a path outside the rules", 9),
+        ("open a secret file for reading", 10),
+        ("create a file in a system directory", 10),
+        ("execve a binary", 10),
+        ("ptrace(PTRACE_TRACEME)", 10),
     ] {
         let denied = run
             .stdout
@@ -343,15 +346,15 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
             run.show()
         );
         if action == "open a path outside the rules" {
-            let local = run
+            let proxymap = run
                 .stdout
-                .split("\n  local:")
+                .split("\n  proxymap:")
                 .nth(2)
                 .and_then(|s| s.lines().find(|l| l.trim_start().starts_with(action)))
                 .unwrap_or_default();
             assert!(
-                local.contains("not denied: its profile allows"),
-                "local's {action}: {local:?}\n{}",
+                proxymap.contains("not denied: its profile allows reading /etc"),
+                "proxymap's {action}: {proxymap:?}\n{}",
                 run.show()
             );
         }

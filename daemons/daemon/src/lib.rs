@@ -30,6 +30,7 @@ pub mod args;
 pub mod cleanup_client;
 pub mod date;
 pub mod log;
+pub mod proxymap_client;
 pub mod spool;
 
 use std::collections::VecDeque;

@@ -21,8 +21,13 @@
 //! Decisions:
 //! - Alias tables and `:include:` files are read at start-up, before the sandbox: a changed
 //!   table is seen by the next `local` process (as `max_use`/`max_idle` replace them).
-//! - Users are looked up at delivery time in `local_passwd_file` (the sandbox allows reading
-//!   it), so a new account gets mail without a restart.
+//! - Users and their supplementary groups are looked up at delivery time through the
+//!   `proxymap` service (the access matrix's `local -> proxymap` edge), which reads
+//!   `local_passwd_file` and `local_group_file`; this process reads neither, so its sandbox
+//!   gives it no rule on them, and a user added while Postern runs (the files replaced by
+//!   rename) gets mail without a restart. A lookup that gets no answer (proxymap cannot read
+//!   a file, is not in master.cf or does not answer) defers that recipient alone with
+//!   `4.3.0`, never "unknown user".
 //! - `home_mailbox` (e.g. `Maildir/`) applies to users whose home lies beneath
 //!   `local_home_base`; others, and every user when `home_mailbox` is empty, get the mbox
 //!   `mail_spool_directory/USER`. `.forward` is read only beneath `local_home_base` too
@@ -51,12 +56,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use daemon::cleanup_client::{CleanupLink, Connect};
+use daemon::proxymap_client::{self, LookupError, ProxymapLink, LOOKUP_TIMEOUT};
 use daemon::Daemon;
 use mailbox::{Content, Envelope, LockOptions};
 use policy::aliases::{self, Aliases, Target};
-use policy::passwd::{self, Account, Passwd};
+use policy::passwd::Account;
 use policy::DomainList;
 use protocol::delivery::{FromAgent, ToAgent};
+use protocol::proxymap::{FromProxymap, Table};
 use protocol::queue::{Diagnostic, Outcome};
 use protocol::{Channel, EnhancedStatus};
 
@@ -85,8 +92,6 @@ struct Config {
     home_mailbox: String,
     spool: PathBuf,
     home_base: PathBuf,
-    passwd_file: PathBuf,
-    group_file: PathBuf,
     allow_commands: HashSet<String>,
     allow_files: HashSet<String>,
     command_time_limit: Duration,
@@ -169,8 +174,6 @@ impl Config {
             home_mailbox: settings.get("home_mailbox")?.trim().to_owned(),
             spool: path("mail_spool_directory")?,
             home_base: path("local_home_base")?,
-            passwd_file: path("local_passwd_file")?,
-            group_file: path("local_group_file")?,
             allow_commands: flags(&settings.get("allow_mail_to_commands")?),
             allow_files: flags(&settings.get("allow_mail_to_files")?),
             command_time_limit: settings.get_time("command_time_limit")?,
@@ -213,9 +216,21 @@ fn run() -> anyhow::Result<()> {
     // include files were read above, outside it.
     d.enter_sandbox()?;
     let mut link = CleanupLink::new(forward::CLEANUP_TIMEOUT);
+    let mut proxymap = ProxymapLink::new(LOOKUP_TIMEOUT);
     let ended = d.serve_unix(|d, _from, channel| {
-        let mut connect = || d.connect("cleanup").map_err(|e| e.to_string());
-        serve(&config, &channel, &mut link, &mut connect)
+        // Both channels are asked of the master through the one control channel.
+        let d = std::cell::RefCell::new(d);
+        let mut connect = || d.borrow_mut().connect("cleanup").map_err(|e| e.to_string());
+        let mut to_proxymap = || {
+            d.borrow_mut()
+                .connect(proxymap_client::SERVICE)
+                .map_err(|e| e.to_string())
+        };
+        let mut accounts = Proxymap {
+            link: &mut proxymap,
+            connect: &mut to_proxymap,
+        };
+        serve(&config, &channel, &mut link, &mut connect, &mut accounts)
     })?;
     tracing::debug!(?ended, "serve loop ended");
     Ok(())
@@ -227,6 +242,7 @@ fn serve(
     channel: &Channel,
     link: &mut CleanupLink,
     connect: &mut Connect<'_>,
+    accounts: &mut dyn users::Source,
 ) -> anyhow::Result<()> {
     loop {
         let received = match channel.recv::<ToAgent>() {
@@ -251,7 +267,7 @@ fn serve(
         for r in recipients.iter() {
             let report = deliver_recipient(
                 config,
-                &mut Files { config },
+                &mut *accounts,
                 r.recipient.path.mailbox(),
                 &Message {
                     sender: &sender,
@@ -571,21 +587,54 @@ fn deliver_one(
     deliver::run(&job)
 }
 
-/// Account lookups in `local_passwd_file` and `local_group_file`, read at each lookup.
-struct Files<'a> {
-    config: &'a Config,
+/// Account and group lookups through the `proxymap` service, one round trip each over the
+/// process's kept channel.
+struct Proxymap<'a, 'c> {
+    link: &'a mut ProxymapLink,
+    connect: &'a mut Connect<'c>,
 }
 
-impl users::Source for Files<'_> {
+impl Proxymap<'_, '_> {
+    fn ask(&mut self, table: Table, key: &str) -> Result<Option<FromProxymap>, String> {
+        match self.link.lookup(self.connect, table, key) {
+            Ok(answer) => Ok(Some(answer)),
+            // A name that cannot be a key (a '/', a ':') is no account.
+            Err(LookupError::Key(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl users::Source for Proxymap<'_, '_> {
     fn user(&mut self, name: &str) -> Result<Option<users::User>, String> {
-        let text = std::fs::read_to_string(&self.config.passwd_file)
-            .map_err(|e| format!("cannot read {}: {e}", self.config.passwd_file.display()))?;
-        let Some(account) = Passwd::parse(&text).get(name).cloned() else {
-            return Ok(None);
+        let account = match self.ask(Table::Passwd, name)? {
+            None | Some(FromProxymap::NotFound) => return Ok(None),
+            Some(FromProxymap::Account(a)) => Account {
+                name: a.name.into_string(),
+                uid: a.uid,
+                gid: a.gid,
+                home: a.home.into_string(),
+                shell: a.shell.into_string(),
+            },
+            Some(FromProxymap::TempFail(why)) => return Err(format!("proxymap: {why}")),
+            Some(other) => {
+                return Err(format!(
+                    "proxymap answered a Passwd lookup with {}",
+                    protocol::Message::kind(&other)
+                ))
+            }
         };
-        let groups = std::fs::read_to_string(&self.config.group_file)
-            .map(|text| passwd::groups_of(&text, &account.name, users::MAX_GROUPS))
-            .unwrap_or_default();
+        let groups = match self.ask(Table::GroupsOf, &account.name)? {
+            None | Some(FromProxymap::NotFound) => Vec::new(),
+            Some(FromProxymap::Groups(gids)) => gids.into_vec(),
+            Some(FromProxymap::TempFail(why)) => return Err(format!("proxymap: {why}")),
+            Some(other) => {
+                return Err(format!(
+                    "proxymap answered a GroupsOf lookup with {}",
+                    protocol::Message::kind(&other)
+                ))
+            }
+        };
         Ok(Some(users::User { account, groups }))
     }
 }

@@ -21,18 +21,19 @@ pub const ROOT_IDENTITY_BASE: u32 = 61000;
 
 /// The daemon identity parameters of main.cf, each with its offset from [`ROOT_IDENTITY_BASE`] and
 /// the daemons that run under it.
-pub const IDENTITIES: [(&str, u32, &str); 5] = [
+pub const IDENTITIES: [(&str, u32, &str); 6] = [
     ("smtpd_user", 1, "smtpd"),
     ("queue_user", 2, "cleanup, qmgr, pickup"),
     ("smtp_user", 3, "smtp"),
     ("vmail_user", 4, "virtual"),
     ("bounce_user", 5, "bounce"),
+    ("proxymap_user", 6, "proxymap"),
 ];
 
 /// The services `init` writes into master.cf, as Postfix 3 writes them: service name, type,
 /// private, unpriv, chroot, wakeup, maxproc, command. The inet listener's name is filled in from
 /// the port.
-const UNIX_SERVICES: [[&str; 7]; 7] = [
+const UNIX_SERVICES: [[&str; 7]; 8] = [
     ["pickup", "n", "-", "n", "60", "1", "pickup"],
     ["cleanup", "n", "-", "n", "-", "0", "cleanup"],
     ["qmgr", "n", "-", "n", "300", "1", "qmgr"],
@@ -40,6 +41,7 @@ const UNIX_SERVICES: [[&str; 7]; 7] = [
     ["smtp", "-", "-", "n", "-", "-", "smtp"],
     ["virtual", "-", "n", "n", "-", "-", "virtual"],
     ["local", "-", "n", "n", "-", "-", "local"],
+    ["proxymap", "-", "-", "n", "-", "-", "proxymap"],
 ];
 
 /// The single virtual mailbox of a fresh instance.
@@ -67,7 +69,7 @@ pub struct Settings {
     /// Absolute path of the directory holding `postern-master` and the daemons.
     pub daemon_directory: PathBuf,
     /// The uid:gid of each identity parameter, in the order of [`IDENTITIES`].
-    pub identities: [Owner; 5],
+    pub identities: [Owner; 6],
     /// Whether the identities are the root layout's distinct uids or the invoking user's.
     pub as_root: bool,
 }
@@ -86,7 +88,7 @@ impl Settings {
                 uid: nix::unistd::geteuid().as_raw(),
                 gid: nix::unistd::getegid().as_raw(),
             };
-            [me; 5]
+            [me; 6]
         };
         Settings {
             dir,
@@ -342,7 +344,7 @@ mod tests {
             [Owner {
                 uid: 1000,
                 gid: 1000,
-            }; 5]
+            }; 6]
         };
         Settings {
             dir: "/srv/inst".into(),
@@ -390,7 +392,8 @@ mod tests {
                 "61002:61002",
                 "61003:61003",
                 "61004:61004",
-                "61005:61005"
+                "61005:61005",
+                "61006:61006"
             ]
         );
     }
@@ -435,7 +438,7 @@ mod tests {
         );
         assert_eq!(main.get("alias_maps").unwrap(), "hash:/srv/inst/aliases");
         let explicit: Vec<&str> = main.iter_explicit().map(|(name, _)| name).collect();
-        assert_eq!(explicit.len(), 17, "{explicit:?}");
+        assert_eq!(explicit.len(), 18, "{explicit:?}");
 
         let all = |_: &str| true;
         let master =
@@ -456,6 +459,7 @@ mod tests {
                 ("smtp", "smtp"),
                 ("virtual", "virtual"),
                 ("local", "local"),
+                ("proxymap", "proxymap"),
             ]
         );
         let none = |_: &str| false;

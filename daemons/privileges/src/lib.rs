@@ -18,7 +18,7 @@ use sandbox::{Capability, Enforcement, FsAccess, FsRule, Identity, Profile, TcpP
 
 /// The daemon roles that have a profile, in the order of ARCHITECTURE.md's process table.
 pub const ROLES: &[&str] = &[
-    "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce",
+    "smtpd", "cleanup", "qmgr", "smtp", "virtual", "local", "pickup", "bounce", "proxymap",
 ];
 
 /// Processes a daemon forks for itself before its own sandbox, each with a profile of its own
@@ -125,6 +125,8 @@ pub const ACCESS_MATRIX: &[(&str, &str, &str)] = &[
     ("qmgr", "virtual", "a delivery request (queue file fd)"),
     ("qmgr", "local", "a delivery request (queue file fd)"),
     ("qmgr", "bounce", "a bounce or delay notice to send"),
+    ("smtpd", "proxymap", "a local account lookup at RCPT"),
+    ("local", "proxymap", "a recipient's account and groups"),
 ];
 
 /// Whether a process of role `from` may be handed a channel to a service of role `to`.
@@ -622,16 +624,6 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
                     FsAccess::CREATE_REMOVE | FsAccess::MAKE_DIR | FsAccess::REFER,
                     "Maildir delivery and .forward files in users' homes (each child narrows this to one home)",
                 ),
-                rule(
-                    path_param(settings, "local_passwd_file")?,
-                    FsAccess::READ_FILE,
-                    "look up local users at delivery time, so a new user gets mail without a restart",
-                ),
-                rule(
-                    path_param(settings, "local_group_file")?,
-                    FsAccess::READ_FILE,
-                    "a delivery child takes the recipient's supplementary groups",
-                ),
             ];
             Profile {
                 identity: None,
@@ -719,6 +711,34 @@ pub fn profile(role: &str, settings: &MainCf, run_as: RunAs) -> Result<Profile, 
             syscalls: syscalls::set(&[syscalls::BASE, CHANNELS]),
             ..base
         },
+        "proxymap" => {
+            // SECURITY: a rule on the directory, not on the files: `useradd` and `vipw`
+            // replace /etc/passwd by rename, and a rule on the old inode would refuse the new
+            // file. The directory also holds /etc/shadow; the non-root `proxymap_user` cannot
+            // read it (mode 0640 root:shadow), and unprivileged (`--dev`) neither can the
+            // invoking user. Reading only: no write, no create, no directory listing.
+            let mut fs: Vec<FsRule> = Vec::new();
+            for name in ["local_passwd_file", "local_group_file"] {
+                let file = path_param(settings, name)?;
+                let dir = file
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+                if !fs.iter().any(|r| r.path == dir) {
+                    fs.push(rule(
+                        dir,
+                        FsAccess::READ_FILE,
+                        "read local_passwd_file and local_group_file, also after a rename replaced them",
+                    ));
+                }
+            }
+            Profile {
+                identity: user("proxymap_user")?,
+                fs,
+                syscalls: syscalls::set(&[syscalls::BASE, CHANNELS, syscalls::FILES_READ]),
+                ..base
+            }
+        }
         other => return Err(PrivilegeError::UnknownRole(other.to_owned())),
     };
     p.enforcement = enforcement(settings)?;

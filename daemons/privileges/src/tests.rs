@@ -14,6 +14,7 @@ fn try_settings(extra: &str) -> Result<MainCf, conf::ConfError> {
          smtp_user = 61004\n\
          vmail_user = 61005\n\
          bounce_user = 61006\n\
+         proxymap_user = 61007\n\
          {extra}\n"
     );
     MainCf::parse(&text, Path::new("main.cf"))
@@ -219,7 +220,7 @@ fn privilege_map_has_a_row_per_role_and_the_matrix() {
 /// place of the default user names (which need passwd entries).
 fn documented_settings() -> MainCf {
     let text = "smtpd_user = 61001\nqueue_user = 61002\nsmtp_user = 61003\n\
-                vmail_user = 61004\nbounce_user = 61005\n";
+                vmail_user = 61004\nbounce_user = 61005\nproxymap_user = 61006\n";
     MainCf::parse(text, Path::new("main.cf")).unwrap()
 }
 

@@ -2,15 +2,19 @@
 //! the others (`550 5.1.1 ... User unknown in local recipient table`) instead of accepting
 //! mail the local agent would bounce.
 //!
-//! Trusts: the administrator's files (the passwd file, alias tables and lookup tables),
-//! read once at start-up, before the sandbox (which gives smtpd no path at all): a new user
-//! or alias is seen by the next smtpd process, as with `virtual_mailbox_maps`. Every file
-//! is parsed by `policy` with its bounds.
+//! Trusts: the administrator's files (alias tables and lookup tables), read once at
+//! start-up, before the sandbox (which gives smtpd no path at all): a new alias is seen by
+//! the next smtpd process, as with `virtual_mailbox_maps`. Every file is parsed by `policy`
+//! with its bounds. Accounts are not read here: `unix:passwd.byname` is asked of the
+//! `proxymap` service at each `RCPT` (as Postfix's default `proxy:unix:passwd.byname`), so
+//! a user added while Postern runs is a recipient at once; its answer comes decoded by
+//! `protocol`.
 //!
 //! Decisions:
 //! - Elements, as Postfix's default `proxy:unix:passwd.byname $alias_maps`:
 //!   `unix:passwd.byname` (with or without `proxy:`) is the accounts of
-//!   `local_passwd_file` (Postern reads the file, not NSS; see `policy::passwd`); an
+//!   `local_passwd_file`, looked up through proxymap (which reads the file, not NSS; see
+//!   `policy::passwd`); an
 //!   element that is also in `alias_maps` is an aliases(5) file, keyed by name; any other
 //!   `type:table` is a postmap(5) table looked up as Postfix's `mail_addr_find`:
 //!   `user@domain`, then `user`, then `@domain`.
@@ -25,19 +29,27 @@
 //! - A table that cannot be read or parsed does not stop smtpd (the virtual domains and
 //!   relaying still work): each local recipient then gets Postfix's
 //!   `451 4.3.0 <addr>: Temporary lookup failure`, and the error is logged at start-up.
+//!   So does a recipient whose account lookup fails (proxymap cannot read the file, is not
+//!   in master.cf, or does not answer): never `550` for an account that may exist.
+//! - Aliases and postmap tables are consulted first; the account lookup (one channel round
+//!   trip) only for a name they do not list.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use conf::MainCf;
+use daemon::cleanup_client::Connect;
+use daemon::proxymap_client::{LookupError, ProxymapLink};
 use policy::aliases::{self, Aliases};
-use policy::passwd::Passwd;
 use policy::{Table, TableRef};
 use protocol::address::Mailbox;
+use protocol::proxymap::{FromProxymap, Table as ProxymapTable};
 
-/// The largest passwd or alias file read (the tables' own loader has its bound too).
+/// The largest alias file read (the tables' own loader has its bound too).
 const MAX_FILE: u64 = 16 << 20;
 
 /// What a lookup found.
@@ -45,8 +57,45 @@ const MAX_FILE: u64 = 16 << 20;
 pub enum Lookup {
     Known,
     Unknown,
-    /// A table could not be read at start-up.
+    /// A table could not be read at start-up, or an account lookup failed now.
     Unavailable,
+}
+
+/// What the accounts database says of one name (lower case): its uid, none, or why it cannot
+/// tell now.
+pub trait Accounts {
+    fn uid_of(&mut self, name: &str) -> Result<Option<u32>, String>;
+}
+
+/// The uid in proxymap's answer to a `Passwd` lookup.
+pub fn uid_in(answer: FromProxymap) -> Result<Option<u32>, String> {
+    match answer {
+        FromProxymap::Account(a) => Ok(Some(a.uid)),
+        FromProxymap::NotFound => Ok(None),
+        FromProxymap::TempFail(why) => Err(format!("proxymap: {why}")),
+        other => Err(format!(
+            "proxymap answered a Passwd lookup with {}",
+            protocol::Message::kind(&other)
+        )),
+    }
+}
+
+/// The accounts as the `proxymap` service answers for them, one round trip per lookup over
+/// the process's kept channel.
+pub struct Proxymap<'a, 'c> {
+    pub link: &'a mut ProxymapLink,
+    pub connect: &'a mut Connect<'c>,
+}
+
+impl Accounts for Proxymap<'_, '_> {
+    fn uid_of(&mut self, name: &str) -> Result<Option<u32>, String> {
+        match self.link.lookup(self.connect, ProxymapTable::Passwd, name) {
+            Ok(answer) => uid_in(answer),
+            // A name that cannot be a key (a '/', a ':') is no account.
+            Err(LookupError::Key(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// The valid local recipients, as the tables said at start-up.
@@ -54,7 +103,9 @@ pub enum Lookup {
 pub struct LocalRecipients {
     /// False when `local_recipient_maps` is empty: every local recipient is accepted.
     enabled: bool,
-    /// Names (lower case) that are accounts or aliases.
+    /// Whether `unix:passwd.byname` is an element: accounts are recipients.
+    accounts: bool,
+    /// Names (lower case) that are aliases.
     names: HashSet<String>,
     /// Postmap tables, looked up by address.
     tables: Vec<Table>,
@@ -80,13 +131,12 @@ impl LocalRecipients {
     pub fn load(s: &MainCf) -> Result<LocalRecipients, conf::ConfError> {
         let elements = s.get_list("local_recipient_maps")?;
         let alias_maps = s.get_list("alias_maps")?;
-        let passwd_file = PathBuf::from(s.get("local_passwd_file")?.trim());
         let mut out = LocalRecipients {
             enabled: !elements.is_empty(),
             ..LocalRecipients::default()
         };
         for element in &elements {
-            if let Err(why) = out.add(element, &alias_maps, &passwd_file) {
+            if let Err(why) = out.add(element, &alias_maps) {
                 out.failure = Some(format!("local_recipient_maps: {why}"));
                 break;
             }
@@ -94,21 +144,10 @@ impl LocalRecipients {
         Ok(out)
     }
 
-    fn add(&mut self, element: &str, alias_maps: &[String], passwd: &Path) -> Result<(), String> {
+    fn add(&mut self, element: &str, alias_maps: &[String]) -> Result<(), String> {
         let bare = element.strip_prefix("proxy:").unwrap_or(element);
         if bare == "unix:passwd.byname" {
-            let db = Passwd::parse(&read_bounded(passwd)?);
-            if db.truncated() {
-                tracing::warn!(
-                    "{}: more accounts than smtpd reads; the rest are unknown recipients",
-                    passwd.display()
-                );
-            }
-            self.names.extend(
-                db.accounts()
-                    .filter(|a| a.uid != 0)
-                    .map(|a| a.name.to_lowercase()),
-            );
+            self.accounts = true;
         } else if alias_maps.iter().any(|a| a == element) {
             let path = aliases::alias_map_path(element)?;
             let table = Aliases::parse(&read_bounded(&path)?, &path).map_err(|e| e.to_string())?;
@@ -127,8 +166,14 @@ impl LocalRecipients {
         self.failure.as_deref()
     }
 
-    /// Whether `mailbox` (a recipient in `mydestination`) may be accepted.
-    pub fn lookup(&self, mailbox: &Mailbox) -> Lookup {
+    /// Whether accounts are looked up (`unix:passwd.byname` is an element).
+    pub fn uses_accounts(&self) -> bool {
+        self.enabled && self.accounts
+    }
+
+    /// Whether `mailbox` (a recipient in `mydestination`) may be accepted; `accounts` is
+    /// asked only for a name no table lists.
+    pub fn lookup(&self, mailbox: &Mailbox, accounts: &mut dyn Accounts) -> Lookup {
         let local = mailbox.local_part().to_lowercase();
         if !self.enabled || local == "postmaster" {
             return Lookup::Known;
@@ -144,6 +189,18 @@ impl LocalRecipients {
         for key in &keys {
             if self.tables.iter().any(|t| t.get(key).is_some()) {
                 return Lookup::Known;
+            }
+        }
+        if self.accounts {
+            let [_, local, _] = &keys;
+            match accounts.uid_of(local) {
+                // uid 0 is never a delivery identity (see the decisions above).
+                Ok(Some(uid)) if uid != 0 => return Lookup::Known,
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::warn!(recipient = %mailbox, "account lookup failed: {why}");
+                    return Lookup::Unavailable;
+                }
             }
         }
         Lookup::Unknown
@@ -186,32 +243,71 @@ mod tests {
         Mailbox::parse(s, true).unwrap()
     }
 
+    /// The accounts of a passwd text, as proxymap would answer; `None` fails every lookup.
+    struct Db(Option<policy::passwd::Passwd>, usize);
+
+    impl Accounts for Db {
+        fn uid_of(&mut self, name: &str) -> Result<Option<u32>, String> {
+            self.1 += 1;
+            match &self.0 {
+                Some(db) => Ok(db.get(name).map(|a| a.uid)),
+                None => Err("proxymap: cannot read /etc/passwd".into()),
+            }
+        }
+    }
+
+    fn db(text: &str) -> Db {
+        Db(Some(policy::passwd::Passwd::parse(text)), 0)
+    }
+
     #[test]
     fn passwd_users_and_aliases_are_known_others_are_not() {
         let f = Files::new("known");
-        let passwd = f.write(
-            "passwd",
-            "root:x:0:0:root:/root:/bin/sh\nAlice:x:1000:1000::/home/alice:/bin/sh\nbad line\n",
-        );
+        let mut a =
+            db("root:x:0:0:root:/root:/bin/sh\nAlice:x:1000:1000::/home/alice:/bin/sh\nbad line\n");
         let aliases = f.write(
             "aliases",
             "postmaster: root\nsales: alice, bob@example.org\n",
         );
-        let r = load(&format!(
-            "local_passwd_file = {passwd}\nalias_maps = hash:{aliases}\n"
-        ));
+        let r = load(&format!("alias_maps = hash:{aliases}\n"));
         assert_eq!(r.failure(), None);
-        assert_eq!(r.lookup(&mailbox("alice@mx.example.test")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("ALICE@mx.example.test")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("Sales@localhost")), Lookup::Known);
+        assert!(r.uses_accounts());
         assert_eq!(
-            r.lookup(&mailbox("nosuch@mx.example.test")),
+            r.lookup(&mailbox("alice@mx.example.test"), &mut a),
+            Lookup::Known
+        );
+        assert_eq!(
+            r.lookup(&mailbox("ALICE@mx.example.test"), &mut a),
+            Lookup::Known
+        );
+        assert_eq!(a.1, 2);
+        // An alias is found without asking for an account.
+        assert_eq!(r.lookup(&mailbox("Sales@localhost"), &mut a), Lookup::Known);
+        assert_eq!(a.1, 2);
+        assert_eq!(
+            r.lookup(&mailbox("nosuch@mx.example.test"), &mut a),
             Lookup::Unknown
         );
         // root is an account, but never a delivery user: only an alias makes it valid.
-        assert_eq!(r.lookup(&mailbox("root@mx.example.test")), Lookup::Unknown);
+        assert_eq!(
+            r.lookup(&mailbox("root@mx.example.test"), &mut a),
+            Lookup::Unknown
+        );
         // Nor is a name valid because a value of an alias names it.
-        assert_eq!(r.lookup(&mailbox("bob@mx.example.test")), Lookup::Unknown);
+        assert_eq!(
+            r.lookup(&mailbox("bob@mx.example.test"), &mut a),
+            Lookup::Unknown
+        );
+        // An account lookup that fails is a temporary failure, never "unknown".
+        let mut broken = Db(None, 0);
+        assert_eq!(
+            r.lookup(&mailbox("alice@mx.example.test"), &mut broken),
+            Lookup::Unavailable
+        );
+        assert_eq!(
+            r.lookup(&mailbox("sales@localhost"), &mut broken),
+            Lookup::Known
+        );
     }
 
     #[test]
@@ -222,32 +318,49 @@ mod tests {
             "full@mx.example.test ok\nbare ok\n@catchall.example ok\n",
         );
         let r = load(&format!("local_recipient_maps = texthash:{table}\n"));
-        assert_eq!(r.lookup(&mailbox("full@mx.example.test")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("full@localhost")), Lookup::Unknown);
-        assert_eq!(r.lookup(&mailbox("bare@localhost")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("anyone@catchall.example")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("nosuch@localhost")), Lookup::Unknown);
-        // Nothing from the passwd file: it is not in this list.
-        assert_eq!(r.lookup(&mailbox("root@localhost")), Lookup::Unknown);
+        let mut a = db("nosuch:x:1000:1000::/home/n:/bin/sh\n");
+        assert_eq!(
+            r.lookup(&mailbox("full@mx.example.test"), &mut a),
+            Lookup::Known
+        );
+        assert_eq!(
+            r.lookup(&mailbox("full@localhost"), &mut a),
+            Lookup::Unknown
+        );
+        assert_eq!(r.lookup(&mailbox("bare@localhost"), &mut a), Lookup::Known);
+        assert_eq!(
+            r.lookup(&mailbox("anyone@catchall.example"), &mut a),
+            Lookup::Known
+        );
+        // Nothing from the accounts: they are not in this list.
+        assert!(!r.uses_accounts());
+        assert_eq!(
+            r.lookup(&mailbox("nosuch@localhost"), &mut a),
+            Lookup::Unknown
+        );
+        assert_eq!(a.1, 0);
     }
 
     #[test]
     fn an_empty_list_accepts_everyone_and_postmaster_is_always_accepted() {
+        let mut a = db("alice:x:1000:1000::/home/alice:/bin/sh\n");
         let r = load("local_recipient_maps =\n");
-        assert_eq!(r.lookup(&mailbox("anyone@localhost")), Lookup::Known);
+        assert!(!r.uses_accounts());
+        assert_eq!(
+            r.lookup(&mailbox("anyone@localhost"), &mut a),
+            Lookup::Known
+        );
 
-        let f = Files::new("postmaster");
-        let passwd = f.write("passwd", "alice:x:1000:1000::/home/alice:/bin/sh\n");
-        let r = load(&format!(
-            "local_passwd_file = {passwd}\nlocal_recipient_maps = unix:passwd.byname\n"
-        ));
-        assert_eq!(r.lookup(&mailbox("PostMaster@localhost")), Lookup::Known);
-        assert_eq!(r.lookup(&mailbox("alice@localhost")), Lookup::Known);
+        let r = load("local_recipient_maps = unix:passwd.byname\n");
+        assert_eq!(
+            r.lookup(&mailbox("PostMaster@localhost"), &mut a),
+            Lookup::Known
+        );
+        assert_eq!(r.lookup(&mailbox("alice@localhost"), &mut a), Lookup::Known);
         // The `proxy:` form of Postfix's default is the same table.
-        let r = load(&format!(
-            "local_passwd_file = {passwd}\nlocal_recipient_maps = proxy:unix:passwd.byname\n"
-        ));
-        assert_eq!(r.lookup(&mailbox("alice@localhost")), Lookup::Known);
+        let r = load("local_recipient_maps = proxy:unix:passwd.byname\n");
+        assert_eq!(r.lookup(&mailbox("alice@localhost"), &mut a), Lookup::Known);
+        assert_eq!(r.lookup(&mailbox("bob@localhost"), &mut a), Lookup::Unknown);
     }
 
     #[test]
@@ -256,13 +369,20 @@ mod tests {
         let r = load(&format!("alias_maps = hash:{}/missing\n", f.0.display()));
         let why = r.failure().unwrap();
         assert!(why.contains("missing"), "{why}");
-        assert_eq!(r.lookup(&mailbox("anyone@localhost")), Lookup::Unavailable);
+        let mut a = db("");
+        assert_eq!(
+            r.lookup(&mailbox("anyone@localhost"), &mut a),
+            Lookup::Unavailable
+        );
 
         let aliases = f.write("aliases", "ok: a\nbroken line without a colon\n");
         let r = load(&format!("alias_maps = hash:{aliases}\n"));
         let why = r.failure().unwrap();
         assert!(why.contains("line 2"), "{why}");
         // Postmaster still reaches someone.
-        assert_eq!(r.lookup(&mailbox("postmaster@localhost")), Lookup::Known);
+        assert_eq!(
+            r.lookup(&mailbox("postmaster@localhost"), &mut a),
+            Lookup::Known
+        );
     }
 }

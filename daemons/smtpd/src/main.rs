@@ -2,7 +2,8 @@
 //! accepts one client at a time, up to `max_use` sessions, and hands each message to
 //! cleanup.
 //!
-//! Trusts: the master (control channel, listener, the cleanup channel it brokers).
+//! Trusts: the master (control channel, listener, the cleanup and proxymap channels it
+//! brokers).
 //! Everything else is in the library's modules.
 
 #![forbid(unsafe_code)]
@@ -10,7 +11,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use std::cell::RefCell;
+
+use daemon::proxymap_client::{self, ProxymapLink, LOOKUP_TIMEOUT};
 use daemon::Daemon;
+use smtpd::local_recipients::Proxymap;
 use smtpd::{CleanupLink, Config};
 
 fn main() -> ExitCode {
@@ -33,10 +38,28 @@ fn run() -> anyhow::Result<()> {
     // here on the process opens nothing, and its profile gives it no path at all.
     d.enter_sandbox()?;
     let mut link = CleanupLink::new(config.timeout);
+    let mut proxymap = ProxymapLink::new(LOOKUP_TIMEOUT);
     let ended = d.serve_inet(|d, stream, peer| {
-        smtpd::run(stream, peer, &config, &mut link, &mut || {
-            d.connect("cleanup").map_err(|e| e.to_string())
-        })
+        // Both channels are asked of the master through the one control channel.
+        let d = RefCell::new(d);
+        let mut to_cleanup = || d.borrow_mut().connect("cleanup").map_err(|e| e.to_string());
+        let mut to_proxymap = || {
+            d.borrow_mut()
+                .connect(proxymap_client::SERVICE)
+                .map_err(|e| e.to_string())
+        };
+        let mut accounts = Proxymap {
+            link: &mut proxymap,
+            connect: &mut to_proxymap,
+        };
+        smtpd::run(
+            stream,
+            peer,
+            &config,
+            &mut link,
+            &mut to_cleanup,
+            &mut accounts,
+        )
     })?;
     tracing::info!(?ended, "done");
     Ok(())

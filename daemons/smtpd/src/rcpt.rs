@@ -15,7 +15,8 @@
 //! disables the check, as in Postfix. A recipient of `mydestination` must be in
 //! `local_recipient_maps` (`local_recipients` says how it is read and looked up), else
 //! `550 5.1.1 <addr>: Recipient address rejected: User unknown in local recipient table`;
-//! if a table of it could not be read, `451 4.3.0 <addr>: Temporary lookup failure`.
+//! if a table of it could not be read, or the account lookup through proxymap failed,
+//! `451 4.3.0 <addr>: Temporary lookup failure`.
 
 use policy::RecipientClass;
 use protocol::address::ForwardPath;
@@ -90,7 +91,11 @@ impl Session<'_, '_> {
                 return self.reply(user_unknown(mailbox, "virtual mailbox table"));
             }
             if class == RecipientClass::Local {
-                match self.config.local_recipients.lookup(mailbox) {
+                match self
+                    .config
+                    .local_recipients
+                    .lookup(mailbox, &mut *self.accounts)
+                {
                     Lookup::Known => {}
                     Lookup::Unknown => {
                         return self.reply(user_unknown(mailbox, "local recipient table"))

@@ -31,8 +31,8 @@
 //! - EXPN is not offered (`502 5.5.2 Error: command not recognized`, as Postfix
 //!   answers it when it is disabled); STARTTLS and AUTH get `502 5.5.1 Error: command
 //!   not implemented`; ETRN is an unknown command;
-//! - local recipients are not validated against tables yet: every recipient in
-//!   `mydestination` or `virtual_mailbox_domains` is accepted (see `rcpt`).
+//! - recipients in `mydestination` and `virtual_mailbox_domains` are validated at RCPT
+//!   (see `rcpt`); local accounts are asked of proxymap there, each time.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::SystemTime;
@@ -44,6 +44,7 @@ use protocol::{Command, Reply};
 
 use crate::config::{BareNewline, Config};
 use crate::conn::{Conn, ConnError};
+use crate::local_recipients::Accounts;
 use crate::received::{address_text, Received};
 use daemon::cleanup_client::{CleanupLink, Connect};
 
@@ -93,6 +94,8 @@ pub(crate) struct Session<'a, 'c> {
     pub last_verb: String,
     pub link: &'a mut CleanupLink,
     pub connect: &'a mut Connect<'c>,
+    /// Local accounts, asked at RCPT (proxymap in the daemon).
+    pub accounts: &'a mut dyn Accounts,
 }
 
 /// Serves one SMTP connection to its end.
@@ -102,6 +105,7 @@ pub fn run(
     config: &Config,
     link: &mut CleanupLink,
     connect: &mut Connect<'_>,
+    accounts: &mut dyn Accounts,
 ) -> Result<(), ConnError> {
     let client_ip = peer.ip().to_canonical();
     let client = format!("unknown[{}]", address_text(client_ip));
@@ -122,6 +126,7 @@ pub fn run(
         last_verb: "CONNECT".to_owned(),
         link,
         connect,
+        accounts,
     };
     let result = s.serve();
     if s.handed {

@@ -42,6 +42,29 @@ fn config(extra: &str) -> Config {
     Config::from_settings(&settings).unwrap()
 }
 
+/// Account lookups answered by proxymap's own lookup code (`proxymap::Maps`) in this
+/// process, from the settings' `local_passwd_file`, read as proxymap reads it.
+struct InProcess(proxymap::Maps);
+
+impl InProcess {
+    fn from_settings(extra: &str) -> InProcess {
+        let env = conf::Environment::with_hostname("mx.example.test").unwrap();
+        let text = format!("{BASE}{extra}");
+        let s = MainCf::parse_with_env(&text, std::path::Path::new("main.cf"), env).unwrap();
+        let path = |name: &str| std::path::PathBuf::from(s.get(name).unwrap().trim());
+        InProcess(proxymap::Maps::new(
+            &path("local_passwd_file"),
+            &path("local_group_file"),
+        ))
+    }
+}
+
+impl crate::local_recipients::Accounts for InProcess {
+    fn uid_of(&mut self, name: &str) -> Result<Option<u32>, String> {
+        crate::local_recipients::uid_in(self.0.lookup(protocol::proxymap::Table::Passwd, name))
+    }
+}
+
 fn fake_cleanup(channel: Channel, answer: Answer, log: mpsc::Sender<ToCleanup>) {
     let mut seq = 0u32;
     loop {
@@ -102,6 +125,7 @@ impl Harness {
     /// failure). `before_accept`: bytes the client sends before the server accepts.
     fn start_with(extra: &str, answers: &[Answer], before_accept: Option<&[u8]>) -> Harness {
         let cfg = config(extra);
+        let mut accounts = InProcess::from_settings(extra);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client
@@ -124,7 +148,7 @@ impl Harness {
             let mut link = CleanupLink::new(cfg.timeout);
             let mut channels = ours.into_iter();
             let mut connect = || channels.next().ok_or_else(|| "refused".to_owned());
-            crate::run(stream, peer, &cfg, &mut link, &mut connect).unwrap();
+            crate::run(stream, peer, &cfg, &mut link, &mut connect, &mut accounts).unwrap();
         });
         Harness {
             client,
@@ -474,8 +498,6 @@ fn unknown_local_users_are_rejected_at_rcpt() {
         aliases.display()
     );
     let mut h = Harness::start(&extra, Answer::Queue);
-    // Read at start-up: the files are not needed any more.
-    std::fs::remove_dir_all(&dir).unwrap();
     h.ehlo();
     h.expect("MAIL FROM:<s@example.org>", "250");
     h.expect("RCPT TO:<Alice@mx.example.test>", "250 2.1.5");
@@ -491,6 +513,26 @@ fn unknown_local_users_are_rejected_at_rcpt() {
     // Other classes are not looked up in the local tables.
     h.expect("RCPT TO:<nosuch@hosted.example>", "250 2.1.5");
     h.expect("RCPT TO:<nosuch@relay.example>", "250 2.1.5");
+    // Accounts are looked up at each RCPT: a user added by replacing the file (as useradd
+    // does, by rename) is a recipient at once.
+    h.expect("RCPT TO:<carol@mx.example.test>", "550 5.1.1");
+    let new = dir.join("passwd+");
+    std::fs::write(
+        &new,
+        "alice:x:1000:1000::/home/alice:/bin/sh\ncarol:x:1001:1001::/home/carol:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::rename(&new, &passwd).unwrap();
+    h.expect("RCPT TO:<carol@mx.example.test>", "250 2.1.5");
+    // A file that cannot be read is a temporary failure, never "unknown user"; aliases
+    // still answer.
+    std::fs::remove_file(&passwd).unwrap();
+    assert_eq!(
+        h.cmd("RCPT TO:<alice@mx.example.test>"),
+        "451 4.3.0 <alice@mx.example.test>: Temporary lookup failure\r\n"
+    );
+    h.expect("RCPT TO:<sales@localhost>", "250 2.1.5");
+    std::fs::remove_dir_all(&dir).unwrap();
     h.expect("DATA", "354");
     h.send(b"Subject: x\r\n\r\nx\r\n.\r\n");
     assert!(h.reply().starts_with("250 2.0.0 Ok: queued"));
@@ -508,7 +550,7 @@ fn unknown_local_users_are_rejected_at_rcpt() {
         })
         .flatten()
         .collect();
-    assert_eq!(rcpts.len(), 6, "{rcpts:?}");
+    assert_eq!(rcpts.len(), 8, "{rcpts:?}");
     assert!(
         !rcpts
             .iter()
@@ -1039,6 +1081,7 @@ fn the_disconnect_summary_counts_commands_as_postfix() {
         last_verb: String::new(),
         link: &mut link,
         connect: &mut connect,
+        accounts: &mut InProcess::from_settings(""),
     };
     for (verb, ok) in [
         ("EHLO", true),
