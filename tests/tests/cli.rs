@@ -359,6 +359,18 @@ fn check_on_a_fresh_instance_denies_every_forbidden_action() {
             );
         }
     }
+    // The master's map line names the instance's own configuration directory.
+    let master_paths = "  master: runs as unchanged; capabilities";
+    let master_line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(master_paths))
+        .unwrap_or_default();
+    assert!(
+        master_line.contains(&format!("paths {} (read-only)", inst.dir.display())),
+        "{master_line:?}\n{}",
+        run.show()
+    );
     if is_root() {
         for (role, id) in [
             ("smtpd", 61001),

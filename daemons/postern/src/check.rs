@@ -272,7 +272,14 @@ pub fn run(instance: &Instance, out: &mut dyn Write) -> anyhow::Result<i32> {
 
     let in_master_cf = instance.roles_in_master_cf();
     writeln!(out, "\nprivilege map:")?;
-    let map = privileges::privilege_map_text(instance.main(), run_as)?;
+    // The master's row names the configuration directory this check runs on (-c), not
+    // main.cf's config_directory default.
+    let mut settings = instance.main().clone();
+    settings.set(
+        "config_directory",
+        &instance.config_dir().display().to_string(),
+    )?;
+    let map = privileges::privilege_map_text(&settings, run_as)?;
     for line in map.lines() {
         let role = line.split(':').next().unwrap_or("");
         let mark = if role == "master" || in_master_cf.contains_key(role) {
