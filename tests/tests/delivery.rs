@@ -132,7 +132,9 @@ fn main() -> std::process::ExitCode {
 
 /// The daemons of a delivery instance: every one must be built (`postern init` would leave a
 /// missing one out of master.cf; [`delivery_instance`] fails with the build command instead).
-const ALL_DAEMONS: [&str; 6] = ["smtpd", "cleanup", "qmgr", "virtual", "local", "bounce"];
+const ALL_DAEMONS: [&str; 7] = [
+    "smtpd", "cleanup", "qmgr", "virtual", "local", "bounce", "proxymap",
+];
 
 // ---------------------------------------------------------------------------------------------
 // The instance: local users, aliases, mailboxes.
@@ -1518,12 +1520,12 @@ fn instance_processes(master: i32) -> BTreeMap<i32, String> {
 
 /// The peers each role may hold a channel to, besides its control channel to the master: the
 /// access matrix of the design (smtpd→cleanup, bounce→cleanup, local→cleanup, cleanup→qmgr,
-/// qmgr→{virtual,local,bounce}) seen from both ends, and local's channel to its own command
-/// launcher. At most `n` channels to each peer role.
+/// qmgr→{virtual,local,bounce}, smtpd→proxymap, local→proxymap) seen from both ends, and
+/// local's channel to its own command launcher. At most `n` channels to each peer role.
 fn allowed_peers(role: &str) -> &'static [(&'static str, usize)] {
     match role {
-        // The session's cleanup channel, kept for the process's life.
-        "smtpd" => &[("cleanup", 1)],
+        // The session's cleanup channel and its proxymap channel, kept for the process's life.
+        "smtpd" => &[("cleanup", 1), ("proxymap", 1)],
         // One client at a time (a daemon serves one channel at a time) and one wake-up channel.
         "cleanup" => &[
             ("smtpd", 1),
@@ -1540,7 +1542,14 @@ fn allowed_peers(role: &str) -> &'static [(&'static str, usize)] {
             ("bounce", usize::MAX),
         ],
         "virtual" => &[("qmgr", 1)],
-        "local" => &[("qmgr", 1), ("cleanup", 1), ("local/child", 1)],
+        "local" => &[
+            ("qmgr", 1),
+            ("cleanup", 1),
+            ("local/child", 1),
+            ("proxymap", 1),
+        ],
+        // One resident process keeps a channel from every smtpd and local process.
+        "proxymap" => &[("smtpd", usize::MAX), ("local", usize::MAX)],
         "bounce" => &[("qmgr", 1), ("cleanup", 1)],
         _ => &[],
     }
@@ -1556,6 +1565,7 @@ fn allowed_peers(role: &str) -> &'static [(&'static str, usize)] {
 /// - cleanup: the `incoming/` directory, files in it (the spare, the file being written);
 /// - qmgr: the queue directory and its queues, a duplicate of its control channel, and no
 ///   queue file once the queue is empty;
+/// - proxymap: a duplicate of its control channel (it polls it with its clients' channels);
 /// - virtual, local, bounce: nothing beyond their channels (the queue file of a request is
 ///   closed once the request is answered; they never see the spool directory).
 #[allow(clippy::too_many_arguments)]
@@ -1635,7 +1645,8 @@ fn descriptor_faults(
                 }
             }
             Target::Socket(inode) if Some(*inode) == control => {
-                if role != "qmgr" {
+                // The resident services poll a duplicate of it beside their other channels.
+                if role != "qmgr" && role != "proxymap" {
                     faults.push(format!(
                         "fd {fd}: a second descriptor of its control channel"
                     ));
