@@ -329,23 +329,20 @@ fn alive(pid: i32) -> bool {
 /// The daemons among `parent`'s live children: every child but the spawner, which is a fork
 /// of the master (the same command line) and starts the daemons as the master's children.
 fn children_of(parent: i32) -> Vec<i32> {
+    live_children(parent, false)
+}
+
+/// `parent`'s live children that are (`forks == true`) or are not forks of it: the same command
+/// line as the master is the spawner's mark.
+fn live_children(parent: i32, forks: bool) -> Vec<i32> {
     let master_cmdline = fs::read(format!("/proc/{parent}/cmdline")).ok();
-    let mut out = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some((ppid, state)) = stat(pid) {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok();
-            if ppid == parent && state != 'Z' && cmdline != master_cmdline {
-                out.push(pid);
-            }
-        }
-    }
+    let mut out: Vec<i32> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(stat(pid), Some((ppid, state)) if ppid == parent && state != 'Z'))
+        .filter(|&pid| (fs::read(format!("/proc/{pid}/cmdline")).ok() == master_cmdline) == forks)
+        .collect();
     out.sort_unstable();
     out
 }
@@ -735,16 +732,7 @@ fn daemons_are_sandboxed() {
 
 /// The spawner: the master's one child that is not a daemon (a fork of the master).
 fn spawner_of(master: i32) -> Vec<i32> {
-    let master_cmdline = fs::read(format!("/proc/{master}/cmdline")).ok();
-    let mut out: Vec<i32> = fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| matches!(stat(pid), Some((ppid, state)) if ppid == master && state != 'Z'))
-        .filter(|&pid| fs::read(format!("/proc/{pid}/cmdline")).ok() == master_cmdline)
-        .collect();
-    out.sort_unstable();
-    out
+    live_children(master, true)
 }
 
 /// Before this change the master ran with no landlock and no seccomp filter (`Seccomp: 0`,

@@ -50,6 +50,9 @@ pub struct Config {
     pub config_dir: PathBuf,
     /// Where the programs are; the spawner keeps the one of start-up (a change needs a restart).
     pub daemon_directory: PathBuf,
+    /// What the master confines itself to (`privileges::master_profile`), applied once at
+    /// start-up; a reload cannot widen it.
+    pub master_profile: Profile,
     pub services: Vec<ServiceSpec>,
     pub queue_directory: PathBuf,
     pub stop_timeout: Duration,
@@ -186,9 +189,15 @@ pub fn build(
         });
     }
     let throttle_time = main.get_time("service_throttle_time")?;
+    let master_profile =
+        privileges::master_profile(main, config_dir, run_as).map_err(|e| ConfigError::Param {
+            name: "master",
+            problem: e.to_string(),
+        })?;
     Ok(Config {
         config_dir: config_dir.to_owned(),
         daemon_directory,
+        master_profile,
         services,
         queue_directory,
         stop_timeout: main.get_time("master_stop_timeout")?,

@@ -173,11 +173,7 @@ fn run(opts: &Options) -> Result<(), String> {
         .open("/dev/null")
         .map_err(|e| format!("/dev/null: {e}"))?;
     // Everything the master opens for itself is open: confine it (privileges::master_profile).
-    let settings =
-        conf::MainCf::load(&opts.config_dir.join("main.cf")).map_err(|e| e.to_string())?;
-    let profile = privileges::master_profile(&settings, &opts.config_dir, run_as)
-        .map_err(|e| e.to_string())?;
-    let report = sandbox::apply(&profile).map_err(|e| e.to_string())?;
+    let report = sandbox::apply(&cfg.master_profile).map_err(|e| e.to_string())?;
     tracing::info!(
         "confined: capabilities {:#018x}, landlock {}, {} syscalls; daemons are started by spawner pid {}",
         report.caps.effective,
