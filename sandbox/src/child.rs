@@ -29,6 +29,7 @@ use landlock::{
 };
 use nix::errno::Errno;
 use nix::unistd::{self, Gid, Uid};
+use std::os::fd::RawFd;
 
 use crate::apply::{file_rights, landlock_fs, LANDLOCK_ABI};
 use crate::error::Error;
@@ -202,6 +203,42 @@ pub fn fork_helper() -> Result<nix::unistd::ForkResult, crate::ForkError> {
     crate::sys::fork_single_threaded()
 }
 
+/// Closes every descriptor from 3 up except those in `keep`, with one `close_range(2)` per gap
+/// (a delivery child sheds what its parent held before it runs anything of the recipient's).
+/// Where the kernel or the filter refuses `close_range`, it closes descriptors 3 to 1023 one
+/// by one instead (the parent opens nothing above those).
+pub fn close_descriptors_except(keep: &[RawFd]) {
+    let ranged = gaps(keep)
+        .into_iter()
+        .all(|(first, last)| crate::sys::close_range(first, last).is_ok());
+    if !ranged {
+        for fd in 3..1024 {
+            if !keep.contains(&fd) {
+                let _ = nix::unistd::close(fd);
+            }
+        }
+    }
+}
+
+/// The ranges of descriptors from 3 to `RawFd::MAX` that `keep` leaves out, in order.
+fn gaps(keep: &[RawFd]) -> Vec<(RawFd, RawFd)> {
+    let mut kept: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut out = Vec::new();
+    let mut first: RawFd = 3;
+    for fd in kept {
+        if fd > first {
+            out.push((first, fd - 1));
+        }
+        first = fd.saturating_add(1);
+    }
+    if first < RawFd::MAX || out.is_empty() {
+        out.push((first, RawFd::MAX));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     /// libtest runs each test on a thread of its own, so this process has had several: the
@@ -219,5 +256,16 @@ mod tests {
                 panic!("forked child {child} in a multi-threaded process");
             }
         }
+    }
+
+    #[test]
+    fn the_ranges_closed_leave_out_exactly_the_kept_descriptors() {
+        use std::os::fd::RawFd;
+        assert_eq!(super::gaps(&[]), vec![(3, RawFd::MAX)]);
+        assert_eq!(
+            super::gaps(&[9, 4, 0, 9, 5]),
+            vec![(3, 3), (6, 8), (10, RawFd::MAX)]
+        );
+        assert_eq!(super::gaps(&[3]), vec![(4, RawFd::MAX)]);
     }
 }

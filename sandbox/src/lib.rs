@@ -37,7 +37,9 @@ mod sys;
 pub mod syscalls;
 
 pub use apply::{apply, LANDLOCK_ABI};
-pub use child::{confine_delivery, fork_delivery_child, fork_helper, Confinement};
+pub use child::{
+    close_descriptors_except, confine_delivery, fork_delivery_child, fork_helper, Confinement,
+};
 pub use error::{Error, ProfileError};
 pub use probe::{ProbeResult, ProbeTargets};
 pub use profile::{

@@ -398,6 +398,24 @@ pub(crate) fn single_threaded() -> bool {
     unsafe { std::ptr::read_volatile(std::ptr::addr_of!(__libc_single_threaded)) != 0 }
 }
 
+/// Closes the descriptors `first..=last` with one `close_range(2)` (flags 0). Closing a
+/// descriptor that is not open is not an error for this call.
+pub(crate) fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    let (Ok(first), Ok(last)) = (libc::c_uint::try_from(first), libc::c_uint::try_from(last))
+    else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: close_range takes integers only; closing descriptors touches no memory of this
+    // process (a descriptor an `OwnedFd` still names would be closed under it: the caller keeps
+    // those out of the range).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Why [`crate::fork_delivery_child`] made no child.
 #[derive(Debug, thiserror::Error)]
 pub enum ForkError {

@@ -431,6 +431,11 @@ pub const FORK_WAIT: &[Syscall] = &[
     allow!(SYS_wait4, "reap the child"),
     allow!(SYS_getppid, "a child checks its parent is still there"),
     allow!(
+        SYS_close_range,
+        "a child closes the parent's descriptors in one call",
+        &[&[ArgCheck::eq(2, 0)]]
+    ),
+    allow!(
         SYS_kill,
         "stop a child that overran its time limit",
         &[

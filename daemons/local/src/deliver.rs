@@ -51,9 +51,6 @@ use sandbox::{FsAccess, FsRule, Identity};
 const MAX_OUTPUT: usize = 400;
 /// The largest `.forward` read.
 const MAX_FORWARD: u64 = 64 * 1024;
-/// Descriptors below this are closed in a child unless it keeps them (the agent holds a
-/// handful; its `RLIMIT_NOFILE` is the master's, and channels are numbered low).
-const CLOSE_BELOW: RawFd = 1024;
 
 /// What a child writes, and where.
 #[derive(Debug, Clone)]
@@ -216,11 +213,7 @@ fn other_kind(m: &FromDeliveryChild) -> &'static str {
 
 /// Closes every descriptor from 3 up that is not in `keep`.
 pub fn close_all_but(keep: &[RawFd]) {
-    for fd in 3..CLOSE_BELOW {
-        if !keep.contains(&fd) {
-            let _ = nix::unistd::close(fd);
-        }
-    }
+    sandbox::close_descriptors_except(keep);
 }
 
 /// Reads the child's report until EOF, at most [`MAX_REPORT`] octets, within `deadline`, and
