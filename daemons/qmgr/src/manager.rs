@@ -11,12 +11,16 @@
 //! mid-request (the agent died). Wake-up channels carry only `Wake`.
 //!
 //! Order of effects (the durability contract): every recipient's result is appended to the
-//! queue file and fsync'd (`QueueFile::append`) before it is acted on: before the file is moved
-//! to `deferred/`, removed, or named in a notice. A file is removed only after every recipient
-//! has a final result and bounce has answered `Sent` for each notice the message needs. A crash
-//! anywhere leaves the file in `incoming/`, `active/` or `deferred/` with a log of what was done;
-//! the next start moves `active/` back to `incoming/` and tries the recipients without a final
-//! result again (at-least-once).
+//! queue file (`QueueFile::append`) as soon as it is read from the agent, before qmgr does
+//! anything else: each turn of the loop reads every agent's pending results before it admits
+//! or dispatches anything, so a kill of qmgr repeats at most the deliveries in flight. The file
+//! is fsync'd before it is moved to `deferred/` or named in a notice, not for each result (a
+//! written record survives the death of any process; only a power loss can lose it, and then a
+//! delivery is repeated, never lost: Postfix's agents do not fsync their done marks either). A
+//! file is removed only after every recipient has a final result and bounce has answered `Sent`
+//! for each notice the message needs. A crash anywhere leaves the file in `incoming/`,
+//! `active/` or `deferred/` with a log of what was done; the next start moves `active/` back to
+//! `incoming/` and tries the recipients without a final result again (at-least-once).
 //!
 //! Decisions where Postfix differs or is silent:
 //! - Notices are sent when a message is finished for now: `Failure` (bounced recipients) and
@@ -217,6 +221,7 @@ impl Manager {
         control: Option<BorrowedFd<'_>>,
         max_wait: Duration,
     ) -> bool {
+        self.collect_results();
         let now = Instant::now();
         self.timers(now);
         let mut more = false;
@@ -242,6 +247,20 @@ impl Manager {
             wait = wait.min((oldest + AGENT_IDLE).saturating_duration_since(now));
         }
         self.wait_and_handle(control, wait)
+    }
+
+    /// Reads and records every result the agents have sent (their channels are non-blocking),
+    /// so nothing this turn does comes between a delivery and its record.
+    fn collect_results(&mut self) {
+        let busy: Vec<u64> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.req.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for agent_id in busy {
+            self.on_agent(agent_id);
+        }
     }
 
     fn timers(&mut self, now: Instant) {
@@ -425,7 +444,8 @@ impl Manager {
         }
     }
 
-    /// Appends a result to the message's queue file (fsync'd) and logs it.
+    /// Appends a result to the message's queue file (written, not fsync'd: see the module's
+    /// durability contract) and logs it.
     fn record(
         &mut self,
         id: QueueId,
@@ -685,9 +705,16 @@ impl Manager {
         }
         if msg.notices.is_empty() {
             self.complete(id);
-        } else {
-            self.bounce.queue.push_back(id);
+            return;
         }
+        // A notice names results: they are on disk before bounce reads them.
+        if let Err(e) = msg.file.sync_data() {
+            tracing::error!(queue_id = %id, "cannot fsync the result log: {e}");
+            msg.notices.clear();
+            self.defer_message(id);
+            return;
+        }
+        self.bounce.queue.push_back(id);
     }
 
     fn complete(&mut self, id: QueueId) {

@@ -1,5 +1,4 @@
-//! The queue directories as qmgr uses them: list, move (rename, then fsync both directories),
-//! remove, open, mark a deferred file's next retry time in its mtime, and the start-up recovery.
+//! The queue directories as qmgr uses them: list, move (a rename), remove, open, mark a deferred file's next retry time in its mtime, and the start-up recovery.
 //!
 //! Trusts: the spool root and its subdirectories (the master made them, owned by the queue user,
 //! mode 0700) and the kernel. Does not trust the names or files found in them: a name that is
@@ -19,6 +18,9 @@
 //!   the queue file; Postern's result log has no record kind for it).
 //! - A removal is not followed by a directory fsync: a removal lost in a crash brings back a
 //!   file whose recipients all have final results, which only repeats its notices.
+//! - Nor is a move between queues (as Postfix's qmgr): a rename is atomic, and a move lost in
+//!   a power loss leaves the file in `incoming/`, `active/` or `deferred/`, each of which the
+//!   next start takes up again. A move costs a rename, not two directory fsyncs per message.
 
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io;
@@ -194,19 +196,14 @@ impl Spool {
         meta.modified().ok()
     }
 
-    /// Renames `id` from one queue to another and makes the move durable (both directories
-    /// fsync'd, the destination first).
+    /// Renames `id` from one queue to another (not fsync'd: see the module's decisions).
     pub fn move_file(&self, id: QueueId, from: Queue, to: Queue) -> Result<(), SpoolError> {
-        std::fs::rename(self.path(from, id), self.path(to, id)).map_err(|source| {
-            SpoolError::Move {
-                id,
-                from: from.name(),
-                to: to.name(),
-                source,
-            }
-        })?;
-        self.sync_dir(to)?;
-        self.sync_dir(from)
+        std::fs::rename(self.path(from, id), self.path(to, id)).map_err(|source| SpoolError::Move {
+            id,
+            from: from.name(),
+            to: to.name(),
+            source,
+        })
     }
 
     /// Removes `id` from `queue`.

@@ -25,8 +25,10 @@
 //!
 //! A file that ends before its end marker is incomplete (cleanup died, or has not
 //! finished) and is never delivered. After the end marker, the queue manager
-//! appends one result record per delivery attempt and fsyncs it before acting on
-//! it. Reading the log stops at the first record that is short, has an impossible
+//! appends one result record per delivery attempt, written before it acts on it
+//! (so it survives the death of any process) and fsync'd before the file is
+//! deferred or named in a notice (so a power loss can repeat a delivery, never
+//! lose one). Reading the log stops at the first record that is short, has an impossible
 //! length or a wrong CRC: that is the torn tail of an append interrupted by a crash,
 //! and it is ignored. Appending first cuts such a tail off, so a bad record is
 //! always the last thing in the file. A record whose CRC is right but whose content
@@ -588,7 +590,9 @@ impl QueueFile {
     }
 
     /// Appends `record` to `file` (this queue file, opened for writing), cutting
-    /// off a torn tail first, and fsyncs it.
+    /// off a torn tail first. The record is written, not fsync'd: the caller
+    /// fsyncs the file (`sync_data`) before anything that must not be repeated
+    /// after a power loss.
     pub fn append(&mut self, file: &mut File, record: ResultRecord) -> Result<(), QueueFileError> {
         let index = record.recipient as usize;
         if index >= self.latest.len() {
@@ -606,8 +610,8 @@ impl QueueFile {
     }
 }
 
-/// Cuts the file at `log_end`, writes the record there and fsyncs; returns the
-/// new end of the log.
+/// Cuts the file at `log_end` and writes the record there (no fsync); returns
+/// the new end of the log.
 fn write_record(
     file: &mut File,
     log_end: u64,
@@ -638,7 +642,6 @@ fn write_record(
     file.seek(SeekFrom::Start(log_end))
         .map_err(io_error("result log"))?;
     file.write_all(&framed).map_err(io_error("result log"))?;
-    file.sync_data().map_err(io_error("result log"))?;
     Ok(log_end + framed.len() as u64)
 }
 
@@ -654,7 +657,7 @@ pub fn append_result(file: &mut File, record: &ResultRecord) -> Result<(), Queue
     let (log_end, _, _) = scanner.log(|_, _| Ok(()))?;
     drop(scanner);
     write_record(file, log_end, record)?;
-    Ok(())
+    file.sync_data().map_err(io_error("result log"))
 }
 
 /// Reads a queue file from start to end marker and checks its checksum, holding
