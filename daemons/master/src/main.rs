@@ -40,6 +40,7 @@ mod listen;
 mod log;
 mod pidfile;
 mod pool;
+mod reload;
 mod spawner;
 mod status;
 mod supervisor;

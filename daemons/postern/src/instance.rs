@@ -29,6 +29,86 @@ pub enum InstanceError {
     Layout(#[from] layout::LayoutError),
 }
 
+/// What `stop`, `status` and `reload` need of an instance whose `main.cf` may have an error: an
+/// administrator must be able to stop the system to fix it.
+pub struct ControlView {
+    pub queue_directory: PathBuf,
+    pub stop_timeout: Duration,
+    /// The first error in main.cf (file, line, column), if it has one.
+    pub error: Option<conf::ConfError>,
+}
+
+/// Logical lines of main.cf dropped, at most, while reading around its errors.
+const MAX_SKIPPED_ERRORS: usize = 32;
+
+/// Reads main.cf for `stop`, `status` and `reload`. A file with errors is read without the
+/// logical lines that have them (a line and its continuation lines), one at a time, so that
+/// `queue_directory` is still found where it is set correctly; when the file cannot be read at
+/// all, or it is itself the line in error, the default applies.
+pub fn control_view(config_dir: &Path) -> Result<ControlView, InstanceError> {
+    let config_dir = std::fs::canonicalize(config_dir).map_err(|source| InstanceError::Dir {
+        path: config_dir.to_path_buf(),
+        source,
+    })?;
+    let path = config_dir.join("main.cf");
+    let (main, error) = match MainCf::load(&path) {
+        Ok(main) => (main, None),
+        Err(first) => {
+            let mut main = MainCf::defaults();
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let mut line = first.line();
+                for _ in 0..MAX_SKIPPED_ERRORS {
+                    if line == 0 || line > lines.len() {
+                        break;
+                    }
+                    blank_logical_line(&mut lines, line - 1);
+                    match MainCf::parse(&lines.join("\n"), &path) {
+                        Ok(m) => {
+                            main = m;
+                            break;
+                        }
+                        Err(e) => line = e.line(),
+                    }
+                }
+            }
+            (main, Some(first))
+        }
+    };
+    let value = main.get("queue_directory")?;
+    let queue_directory = PathBuf::from(value.trim());
+    if !queue_directory.is_absolute() {
+        return Err(InstanceError::Relative {
+            name: "queue_directory",
+            value,
+        });
+    }
+    let stop_timeout = main
+        .get_time("master_stop_timeout")
+        .or_else(|_| MainCf::defaults().get_time("master_stop_timeout"))?;
+    Ok(ControlView {
+        queue_directory,
+        stop_timeout,
+        error,
+    })
+}
+
+/// Empties the logical line that physical line `index` (0-based) belongs to.
+fn blank_logical_line(lines: &mut [String], index: usize) {
+    let continues = |l: &str| l.starts_with([' ', '\t']) && !l.trim().is_empty();
+    let mut start = index;
+    while start > 0 && continues(&lines[start]) {
+        start -= 1;
+    }
+    let mut end = index + 1;
+    while end < lines.len() && continues(&lines[end]) {
+        end += 1;
+    }
+    for l in &mut lines[start..end] {
+        l.clear();
+    }
+}
+
 pub struct Instance {
     config_dir: PathBuf,
     main: MainCf,
@@ -93,10 +173,6 @@ impl Instance {
 
     pub fn daemon_directory(&self) -> Result<PathBuf, InstanceError> {
         self.absolute("daemon_directory")
-    }
-
-    pub fn stop_timeout(&self) -> Result<Duration, InstanceError> {
-        Ok(self.main.get_time("master_stop_timeout")?)
     }
 
     /// The settings a role's processes run with: main.cf plus the `-o` overrides of the first
