@@ -49,6 +49,10 @@ const TESTS: &[harness::Test] = &[
         a_reload_clears_the_throttle_of_a_crashing_service,
     ),
     test(
+        "a_reload_reports_a_resident_service_that_would_not_start",
+        a_reload_reports_a_resident_service_that_would_not_start,
+    ),
+    test(
         "stop_leaves_no_process_and_no_zombie",
         stop_leaves_no_process_and_no_zombie,
     ),
@@ -655,6 +659,38 @@ fn a_reload_clears_the_throttle_of_a_crashing_service() {
         inst.log()
     );
     c.quit();
+    assert_eq!(inst.stop(), Some(0));
+}
+
+/// A resident service added by a reload whose process is refused at `Ready` is named in the
+/// reload's outcome file (what `postern reload` prints), and the reload settles without waiting
+/// for it.
+fn a_reload_reports_a_resident_service_that_would_not_start() {
+    let mut inst = Instance::new("reload-fails", SMTPD_ONLY, "");
+    inst.start();
+    let outcome = inst.root.join("spool/pid/master.reload");
+    let read = || fs::read_to_string(&outcome).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || read()
+            .starts_with(&format!("master {} generation 0\n", inst.master_pid))),
+        "outcome at start-up: {:?}",
+        read()
+    );
+    inst.write_master_cf(&format!("{SMTPD_ONLY}liar-ready unix n - n 60 1 qmgr\n"));
+    inst.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || read()
+            .contains(" generation 1\n")),
+        "no outcome of the reload: {:?}\n{}",
+        read(),
+        inst.log()
+    );
+    let text = read();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error service liar-ready/unix: a new process would not start")),
+        "{text}"
+    );
     assert_eq!(inst.stop(), Some(0));
 }
 
