@@ -286,3 +286,50 @@ impl Instance {
         Ok(warnings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str, main_cf: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("postern-instance-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+        dir
+    }
+
+    #[test]
+    fn control_view_reads_around_errors_and_names_the_first() {
+        let dir = scratch(
+            "broken",
+            "queue_directory = /srv/q\n\
+             no_such_name = 1\n  continued\n\
+             master_stop_timeout = 7s\n\
+             $undefined_thing = x\n",
+        );
+        let view = control_view(&dir).unwrap();
+        assert_eq!(view.queue_directory, PathBuf::from("/srv/q"));
+        assert_eq!(view.stop_timeout, Duration::from_secs(7));
+        let e = view.error.expect("the error is reported");
+        // The parser reports a syntax error (line 5) before an unknown name (line 2); both lines
+        // are read around.
+        assert_eq!(e.line(), 5, "{e}");
+        assert!(e.to_string().contains("main.cf:5:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_broken_queue_directory_line_falls_back_to_the_default() {
+        let dir = scratch("default", "queue_directory = $nothing_here\n");
+        let view = control_view(&dir).unwrap();
+        assert_eq!(view.queue_directory, PathBuf::from("/var/spool/postern"));
+        assert!(view.error.is_some());
+        let good = scratch("good", "queue_directory = /srv/q\n");
+        let view = control_view(&good).unwrap();
+        assert!(view.error.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&good);
+    }
+}
