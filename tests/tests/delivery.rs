@@ -116,6 +116,14 @@ const TESTS: &[harness::Test] = &[
         the_real_daemons_hold_only_their_descriptors_while_they_serve,
     ),
     test(
+        "after_a_reload_the_next_message_follows_a_changed_alias_and_mailbox_map",
+        after_a_reload_the_next_message_follows_a_changed_alias_and_mailbox_map,
+    ),
+    test(
+        "a_session_mid_data_across_a_reload_gets_its_250_and_is_delivered",
+        a_session_mid_data_across_a_reload_gets_its_250_and_is_delivered,
+    ),
+    test(
         "qmgr_killed_at_random_points_loses_no_mail",
         qmgr_killed_at_random_points_loses_no_mail,
     ),
@@ -823,6 +831,104 @@ fn a_local_user_gets_one_copy_and_an_alias_of_three_gives_three() {
         .map(|u| with_token(&local_maildir(&inst, u), &tok).len())
         .sum();
     assert_eq!(total, 3, "three copies of the alias's message in all");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload: the daemons that read the old tables finish and exit, new ones read the new tables.
+
+/// `postern reload`, which must succeed.
+fn reload(inst: &Instance) {
+    let out = inst.postern(&["reload"]);
+    assert!(out.status.success(), "postern reload: {}", show(&out));
+}
+
+fn after_a_reload_the_next_message_follows_a_changed_alias_and_mailbox_map() {
+    let inst = delivery_instance("reload-tables", &[], |inst| {
+        inst.append("aliases", "sales: alice\n");
+    });
+    let sales = format!("sales@{LOCAL_DOMAIN}");
+    // Before: sales is alice. This leaves smtpd, cleanup, qmgr and local running, each with the
+    // tables it read when it started.
+    let tok = token("reload-before");
+    lettre_send(inst.port(), "sender@example.org", &sales, "before", &tok);
+    await_delivery(&inst, &local_maildir(&inst, "alice"), &tok, 1);
+
+    let aliases = inst.dir().join("aliases");
+    let text = fs::read_to_string(&aliases).unwrap();
+    fs::write(&aliases, text.replace("sales: alice", "sales: bob")).unwrap();
+    inst.append("vmailbox", "new@example.test  example.test/new/\n");
+    reload(&inst);
+
+    let tok = token("reload-after");
+    lettre_send(inst.port(), "sender@example.org", &sales, "after", &tok);
+    let copies = await_delivery(&inst, &local_maildir(&inst, "bob"), &tok, 1);
+    assert_eq!(copies.len(), 1, "one copy for bob: {copies:?}");
+    assert!(
+        with_token(&local_maildir(&inst, "alice"), &tok).is_empty(),
+        "alice got the message sent after the alias changed to bob"
+    );
+    // A mailbox added to virtual_mailbox_maps is accepted at RCPT and delivered.
+    let tok = token("reload-new-mailbox");
+    lettre_send(
+        inst.port(),
+        "sender@example.org",
+        "new@example.test",
+        "to the new mailbox",
+        &tok,
+    );
+    await_delivery(&inst, &virtual_maildir(&inst, "new"), &tok, 1);
+}
+
+fn a_session_mid_data_across_a_reload_gets_its_250_and_is_delivered() {
+    let inst = delivery_instance("reload-mid-data", &[], |_| {});
+    let stream = TcpStream::connect(("127.0.0.1", inst.port())).expect("connect to smtpd");
+    stream.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let reply = |reader: &mut BufReader<TcpStream>| -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read a reply line");
+            assert!(
+                !line.is_empty(),
+                "the server closed the session; so far: {all}"
+            );
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    assert!(reply(&mut reader).starts_with("220 "));
+    for (cmd, code) in [
+        (format!("EHLO {HELO}"), "250"),
+        ("MAIL FROM:<sender@example.org>".to_owned(), "250"),
+        (format!("RCPT TO:<{VIRTUAL_USER}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let r = reply(&mut reader);
+        assert!(r.starts_with(code), "{cmd}: {r}");
+    }
+    let tok = token("reload-mid-data");
+    let text = message("sender@example.org", VIRTUAL_USER, "across a reload", &tok);
+    let (head, tail) = text.split_at(text.len() / 2);
+    writer.write_all(head.as_bytes()).unwrap();
+    writer.flush().unwrap();
+    reload(&inst);
+    writer.write_all(tail.as_bytes()).unwrap();
+    writer.write_all(b".\r\n").unwrap();
+    let r = reply(&mut reader);
+    assert!(
+        r.starts_with("250 "),
+        "end of data after the reload: {r}\n{}",
+        inst.log()
+    );
+    writer.write_all(b"QUIT\r\n").unwrap();
+    let _ = reply(&mut reader);
+    let copies = await_delivery(&inst, &virtual_maildir(&inst, "user"), &tok, 1);
+    assert_eq!(copies.len(), 1, "one copy: {copies:?}");
 }
 
 fn unknown_users_are_refused_at_rcpt() {

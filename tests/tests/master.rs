@@ -45,6 +45,14 @@ const TESTS: &[harness::Test] = &[
         reload_with_a_changed_maxproc_keeps_open_connections,
     ),
     test(
+        "a_reload_clears_the_throttle_of_a_crashing_service",
+        a_reload_clears_the_throttle_of_a_crashing_service,
+    ),
+    test(
+        "a_reload_reports_a_resident_service_that_would_not_start",
+        a_reload_reports_a_resident_service_that_would_not_start,
+    ),
+    test(
         "stop_leaves_no_process_and_no_zombie",
         stop_leaves_no_process_and_no_zombie,
     ),
@@ -606,6 +614,83 @@ fn reload_with_a_changed_maxproc_keeps_open_connections() {
     assert!(inst.log().contains("configuration reloaded"));
     first.quit();
     second.quit();
+    assert_eq!(inst.stop(), Some(0));
+}
+
+/// A service throttled after crashes is restarted by a reload, so its throttle is cleared: the
+/// next client is served at once, not after the back-off.
+fn a_reload_clears_the_throttle_of_a_crashing_service() {
+    let mut inst = Instance::new("reload-throttle", SMTPD_ONLY, "");
+    inst.start();
+    for delay in [1, 2] {
+        let mut c = inst.connect();
+        let pid = c.pid();
+        c.send("CRASH");
+        assert!(
+            inst.wait_log(
+                &format!("throttled for {delay} s after process {pid}"),
+                Duration::from_secs(5)
+            ),
+            "{}",
+            inst.log()
+        );
+        if delay == 1 {
+            // Let the first back-off pass before the second crash.
+            assert!(wait_until(Duration::from_secs(5), || {
+                let text = fs::read_to_string(inst.root.join("spool/pid/master.status"))
+                    .unwrap_or_default();
+                text.lines().skip(1).all(|l| l.ends_with(" -"))
+            }));
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Throttled for 2 s now; the reload clears it.
+    inst.signal(Signal::SIGHUP);
+    assert!(
+        inst.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        inst.log()
+    );
+    let mut c = inst.connect();
+    c.send("PID");
+    assert!(
+        c.try_line(Duration::from_millis(800)).is_some(),
+        "still throttled after the reload:\n{}",
+        inst.log()
+    );
+    c.quit();
+    assert_eq!(inst.stop(), Some(0));
+}
+
+/// A resident service added by a reload whose process is refused at `Ready` is named in the
+/// reload's outcome file (what `postern reload` prints), and the reload settles without waiting
+/// for it.
+fn a_reload_reports_a_resident_service_that_would_not_start() {
+    let mut inst = Instance::new("reload-fails", SMTPD_ONLY, "");
+    inst.start();
+    let outcome = inst.root.join("spool/pid/master.reload");
+    let read = || fs::read_to_string(&outcome).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || read()
+            .starts_with(&format!("master {} generation 0\n", inst.master_pid))),
+        "outcome at start-up: {:?}",
+        read()
+    );
+    inst.write_master_cf(&format!("{SMTPD_ONLY}liar-ready unix n - n 60 1 qmgr\n"));
+    inst.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || read()
+            .contains(" generation 1\n")),
+        "no outcome of the reload: {:?}\n{}",
+        read(),
+        inst.log()
+    );
+    let text = read();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error service liar-ready/unix: a new process would not start")),
+        "{text}"
+    );
     assert_eq!(inst.stop(), Some(0));
 }
 

@@ -17,10 +17,13 @@
 //!   replaced (logged). A clean stop removes it.
 //! - **Stop**: SIGTERM or SIGINT: close the listeners, send `Stop` to every daemon, wait up to
 //!   `master_stop_timeout`, SIGKILL what remains, remove the pid file, exit 0.
-//! - **Reload**: SIGHUP: re-read both files. Removed services stop gracefully; changed limits
-//!   apply to new processes; running processes and their connections are not interrupted; a
-//!   listener whose address did not change stays open. A configuration that fails to load is
-//!   logged and the running one kept.
+//! - **Reload**: SIGHUP: re-read both files, then send `Stop` to every running process (each
+//!   finishes the session or request it is in and exits; one still starting is killed), so new
+//!   processes serve with the new files; resident services get a new process once the old one is
+//!   done. A listener whose address did not change stays open; throttles are cleared. A
+//!   configuration that fails to load is logged and the running one kept. The outcome (errors,
+//!   one line each) goes to `$queue_directory/pid/master.reload` once the reload settles (see
+//!   `reload`).
 //! - **Status**: `$queue_directory/pid/master.status`, rewritten (by rename) when it changes, at most once a second:
 //!   a header line `service type processes busy limit throttled-until`, then one line per
 //!   service; `limit` is `-` for unlimited, `throttled-until` is `-` or a UTC time
@@ -40,6 +43,7 @@ mod listen;
 mod log;
 mod pidfile;
 mod pool;
+mod reload;
 mod spawner;
 mod status;
 mod supervisor;

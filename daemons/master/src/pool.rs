@@ -168,6 +168,13 @@ impl Throttle {
         self.until
     }
 
+    /// Forgets past failures (a reload restarts the service): it may start at once, and the next
+    /// failure starts the back-off from the beginning.
+    pub fn clear(&mut self) {
+        self.until = None;
+        self.next = FIRST_THROTTLE.min(self.max);
+    }
+
     pub fn set_max(&mut self, max: Duration) {
         self.max = max;
         self.next = self.next.min(max);
@@ -629,6 +636,19 @@ mod tests {
         assert_eq!(pool.throttle.failure(t0), Duration::from_secs(5));
         pool.throttle.success();
         assert_eq!(pool.throttle.failure(t0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_cleared_throttle_lets_a_service_start_at_once_and_backs_off_from_the_start() {
+        let now = Instant::now();
+        let mut pool = Pool::new(Kind::Unix, 1, Duration::from_secs(60));
+        pool.throttle.failure(now);
+        pool.throttle.failure(now);
+        assert!(!pool.may_start(now));
+        pool.throttle.clear();
+        assert!(pool.may_start(now));
+        assert_eq!(pool.throttle.until(), None);
+        assert_eq!(pool.throttle.failure(now), FIRST_THROTTLE);
     }
 
     #[test]

@@ -44,6 +44,7 @@ use crate::kernel;
 use crate::listen;
 use crate::log::{LineBuffer, SharedLogger};
 use crate::pool::{Dispatch, Kind, Phase, Pool, Said, Waiting};
+use crate::reload;
 use crate::spawner::Spawner;
 use crate::status;
 
@@ -110,6 +111,18 @@ enum Token {
     Stderr(i32),
 }
 
+/// A reload whose outcome is not written yet: it waits for a new process of each resident
+/// service (see `reload`).
+struct Settling {
+    generation: u64,
+    outcome: reload::Outcome,
+    /// When the reload happened: processes started since then read the new configuration.
+    since: Instant,
+    deadline: Instant,
+    /// Resident services without a new process that got `Go`.
+    waiting: Vec<Key>,
+}
+
 /// The status file is rewritten at most this often: its busy counts change with every session, and
 /// a file written and renamed per session costs a journal commit that competes with the queue's
 /// fsyncs. A change is written at once when the last write is older, otherwise when this has passed.
@@ -134,6 +147,9 @@ pub struct Master {
     status_due: Option<Instant>,
     /// Starts every daemon (this process cannot `execve`).
     spawner: Spawner,
+    /// Reloads so far (the generation the next outcome file names is one more).
+    reload_generation: u64,
+    settling: Option<Settling>,
 }
 
 fn key_of(spec: &ServiceSpec) -> Key {
@@ -189,18 +205,31 @@ impl Master {
             status_written: None,
             status_due: None,
             spawner,
+            reload_generation: 0,
+            settling: None,
+        }
+    }
+
+    /// Writes the reload outcome file for `generation` (0 at start-up).
+    fn write_reload_outcome(&self, generation: u64, outcome: &reload::Outcome) {
+        let dir = crate::pidfile::pid_dir(&self.cfg.queue_directory);
+        let text = reload::render(std::process::id(), generation, outcome);
+        if let Err(e) = reload::write(&dir, &text) {
+            tracing::warn!("cannot write {}/{}: {e}", dir.display(), reload::FILE_NAME);
         }
     }
 
     /// Runs until stopped; returns once every child has exited.
     pub fn run(&mut self) {
         tracing::info!(services = self.services.len(), "daemon started");
+        self.write_reload_outcome(0, &reload::Outcome::default());
         loop {
             let now = Instant::now();
             self.expire_waiting(now);
             self.kill_unready(now);
             self.keep_resident(now);
             self.dispatch_all(now);
+            self.settle_reload(now);
             self.write_status();
             if let Some(deadline) = self.stopping {
                 if self.children.is_empty() {
@@ -273,6 +302,9 @@ impl Master {
         };
         if let Some(due) = self.status_due {
             earlier(due);
+        }
+        if let Some(s) = &self.settling {
+            earlier(s.deadline);
         }
         for (_, d) in self.unready() {
             earlier(d);
@@ -843,13 +875,27 @@ impl Master {
         }
     }
 
-    /// SIGHUP: re-reads both files. Running processes and their connections are not interrupted;
-    /// a listener whose address is unchanged stays open.
+    /// SIGHUP: re-reads both files; then every running process is told to finish the session
+    /// or request it is in and exit (`Stop`), so that new processes, which read the new files,
+    /// serve what comes next; resident services get a new process once their old one is done.
+    /// A listener whose address is unchanged stays open, with its queued connections. Throttles
+    /// are cleared: every service starts afresh. The outcome is written for `postern reload` once
+    /// the reload settles (see `reload`).
     fn reload(&mut self) {
+        let now = Instant::now();
+        if let Some(previous) = self.settling.take() {
+            // A second SIGHUP before the first settled: the first is reported as it stands.
+            self.write_reload_outcome(previous.generation, &previous.outcome);
+        }
+        self.reload_generation += 1;
+        let generation = self.reload_generation;
+        let mut outcome = reload::Outcome::default();
         let mut cfg = match config::load(&self.cfg.config_dir, self.run_as) {
             Ok(cfg) => cfg,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
+                outcome.error(format!("{e}; the running configuration is kept"));
+                self.write_reload_outcome(generation, &outcome);
                 return;
             }
         };
@@ -899,6 +945,10 @@ impl Master {
                             "reload: service {}: cannot listen on {addr}: {e}; keeping it as it was",
                             spec.label()
                         );
+                        outcome.error(format!(
+                            "service {}: cannot listen on {addr}: {e}; keeping it as it was",
+                            spec.label()
+                        ));
                         continue;
                     }
                 },
@@ -906,8 +956,6 @@ impl Master {
             };
             match self.services.get_mut(&key) {
                 Some(svc) => {
-                    let role_changed = svc.spec.role != spec.role;
-                    let addr_changed = svc.spec.address != spec.address;
                     svc.spec = spec.clone();
                     svc.pool.set_process_limit(spec.process_limit);
                     svc.pool.throttle.set_max(cfg.throttle_time);
@@ -915,9 +963,6 @@ impl Master {
                     svc.removed = false;
                     if let Some(l) = listener {
                         svc.listener = Some(l);
-                    }
-                    if role_changed || addr_changed {
-                        self.stop_service_processes(&key);
                     }
                 }
                 None => {
@@ -945,11 +990,111 @@ impl Master {
             }
             self.stop_service_processes(&key);
         }
-        tracing::info!(services = cfg.services.len(), "configuration reloaded");
         cfg.daemon_directory = self.cfg.daemon_directory.clone();
         cfg.queue_directory = self.cfg.queue_directory.clone();
         cfg.maillog_file = self.cfg.maillog_file.clone();
         self.cfg = cfg;
+        let restarted = self.restart_all();
+        for svc in self.services.values_mut() {
+            svc.pool.throttle.clear();
+        }
+        tracing::info!(
+            services = self.services.len(),
+            processes = restarted,
+            "configuration reloaded; running processes finish their work and exit"
+        );
+        let waiting = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.spec.kind == Kind::Unix && s.spec.wakeup > 0 && !s.removed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.settling = Some(Settling {
+            generation,
+            outcome,
+            since: now,
+            deadline: now + reload::SETTLE_LIMIT,
+            waiting,
+        });
+    }
+
+    /// Tells every running process to finish and exit; one still starting (it has served nothing
+    /// and may have read the old files) is killed, which counts as no failure. Returns how many.
+    fn restart_all(&mut self) -> usize {
+        let pids: Vec<(i32, Key)> = self
+            .children
+            .iter()
+            .map(|(p, c)| (*p, c.key.clone()))
+            .collect();
+        let mut count = 0;
+        for (pid, key) in pids {
+            let phase = self.services.get(&key).and_then(|s| s.pool.phase(pid));
+            match phase {
+                Some(Phase::Exiting) | None => {}
+                Some(p) if p.starting() => {
+                    if let Some(child) = self.children.get_mut(&pid) {
+                        child.accounted = true;
+                        child.control = None;
+                    }
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    if let Some(svc) = self.services.get_mut(&key) {
+                        svc.pool.mark_exiting(pid);
+                    }
+                    count += 1;
+                }
+                Some(_) => {
+                    self.stop_child(pid);
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// Writes a reload's outcome once every resident service has a new process that got `Go`,
+    /// or failed to start one, or [`reload::SETTLE_LIMIT`] passed.
+    fn settle_reload(&mut self, now: Instant) {
+        let Some(mut s) = self.settling.take() else {
+            return;
+        };
+        let since = s.since;
+        let mut waiting = std::mem::take(&mut s.waiting);
+        waiting.retain(|key| {
+            let Some(svc) = self.services.get(key).filter(|svc| !svc.removed) else {
+                return false;
+            };
+            let started = self.children.iter().any(|(pid, c)| {
+                &c.key == key && c.started >= since && svc.pool.phase(*pid) == Some(Phase::Ready)
+            });
+            if started {
+                return false;
+            }
+            // Cleared by the reload: set again only by a failure since.
+            if svc.pool.throttle.until().is_some() {
+                s.outcome.error(format!(
+                    "service {}: a new process would not start (throttled; the log says why)",
+                    svc.spec.label()
+                ));
+                return false;
+            }
+            true
+        });
+        if !waiting.is_empty() && now < s.deadline {
+            s.waiting = waiting;
+            self.settling = Some(s);
+            return;
+        }
+        for key in &waiting {
+            s.outcome.error(format!(
+                "service {}: no new process within {} s (the previous one is still finishing its work)",
+                self.label(key),
+                reload::SETTLE_LIMIT.as_secs()
+            ));
+        }
+        for e in &s.outcome.errors {
+            tracing::warn!("reload: {e}");
+        }
+        self.write_reload_outcome(s.generation, &s.outcome);
     }
 
     fn write_status(&mut self) {

@@ -27,6 +27,14 @@ use crate::layout::PID_SUBDIR;
 
 pub const PID_FILE: &str = "master.pid";
 pub const STATUS_FILE: &str = "master.status";
+pub const RELOAD_FILE: &str = "master.reload";
+
+/// How long `reload` waits for the master's outcome: the master reports once every resident
+/// service has a new process, after at most 60 s (its `reload::SETTLE_LIMIT`); this adds a margin.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The most of `master.reload` read: a line per failure of one reload.
+const RELOAD_FILE_MAX: u64 = 64 * 1024;
 pub const MASTER_PROGRAM: &str = "postern-master";
 
 /// How long `start` waits for `ready pid=N`: binding listeners and writing the pid file takes
@@ -78,6 +86,10 @@ pub enum ControlError {
     Signal { pid: i32, errno: Errno },
     #[error("the mail system (PID {pid}) did not stop within {} s", .timeout.as_secs())]
     StopTimeout { pid: i32, timeout: Duration },
+    #[error("the master (PID {pid}) did not report the reload's outcome within {} s", .timeout.as_secs())]
+    ReloadTimeout { pid: i32, timeout: Duration },
+    #[error("the master (PID {pid}) exited during the reload")]
+    ReloadMasterGone { pid: i32 },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -95,6 +107,90 @@ pub fn pid_file(queue_directory: &Path) -> PathBuf {
 
 pub fn status_file(queue_directory: &Path) -> PathBuf {
     queue_directory.join(PID_SUBDIR).join(STATUS_FILE)
+}
+
+pub fn reload_file(queue_directory: &Path) -> PathBuf {
+    queue_directory.join(PID_SUBDIR).join(RELOAD_FILE)
+}
+
+/// The outcome of a master's reload, as `master.reload` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub pid: i32,
+    pub generation: u64,
+    /// What the reload could not do, one line each; empty when it succeeded.
+    pub errors: Vec<String>,
+}
+
+/// `master PID generation N`, then `error TEXT` lines; anything else is not the file.
+pub fn parse_reload(text: &str) -> Option<ReloadOutcome> {
+    let mut lines = text.lines();
+    let mut head = lines.next()?.split(' ');
+    let (Some("master"), Some(pid), Some("generation"), Some(generation), None) = (
+        head.next(),
+        head.next(),
+        head.next(),
+        head.next(),
+        head.next(),
+    ) else {
+        return None;
+    };
+    let pid = parse_pid(pid)?;
+    if !generation.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let generation = generation.parse().ok()?;
+    let mut errors = Vec::new();
+    for line in lines {
+        let e = line.strip_prefix("error ")?;
+        if e.chars().any(char::is_control) {
+            return None;
+        }
+        errors.push(e.to_owned());
+    }
+    Some(ReloadOutcome {
+        pid,
+        generation,
+        errors,
+    })
+}
+
+/// The outcome file, if it exists and parses.
+pub fn read_reload(path: &Path) -> Option<ReloadOutcome> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(RELOAD_FILE_MAX)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    parse_reload(std::str::from_utf8(&bytes).ok()?)
+}
+
+/// Sends SIGHUP to master `pid` and waits, up to `timeout`, until `master.reload` (at
+/// `outcome_path`) names a reload of that master later than the one it named before.
+pub fn reload(
+    outcome_path: &Path,
+    pid: i32,
+    timeout: Duration,
+) -> Result<ReloadOutcome, ControlError> {
+    let before = read_reload(outcome_path)
+        .filter(|o| o.pid == pid)
+        .map_or(0, |o| o.generation);
+    signal(pid, Signal::SIGHUP)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(o) = read_reload(outcome_path).filter(|o| o.pid == pid && o.generation > before)
+        {
+            return Ok(o);
+        }
+        if !process_alive(pid) {
+            return Err(ControlError::ReloadMasterGone { pid });
+        }
+        if Instant::now() >= deadline {
+            return Err(ControlError::ReloadTimeout { pid, timeout });
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
 }
 
 /// What the pid file says.
@@ -358,6 +454,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn reload_outcome_parsing_is_strict() {
+        assert_eq!(
+            parse_reload("master 42 generation 3\nerror service a/inet: cannot listen\n"),
+            Some(ReloadOutcome {
+                pid: 42,
+                generation: 3,
+                errors: vec!["service a/inet: cannot listen".into()],
+            })
+        );
+        assert_eq!(
+            parse_reload("master 42 generation 0\n").map(|o| o.errors.len()),
+            Some(0)
+        );
+        for bad in [
+            "",
+            "master 42 generation\n",
+            "master 42 generation 1 x\n",
+            "master x generation 1\n",
+            "master 42 generation -1\n",
+            "master 42 generation 1\nwarning x\n",
+            "master 42 generation 1\nerror a\u{1b}b\n",
+        ] {
+            assert_eq!(parse_reload(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,86 @@ pub enum InstanceError {
     Layout(#[from] layout::LayoutError),
 }
 
+/// What `stop`, `status` and `reload` need of an instance whose `main.cf` may have an error: an
+/// administrator must be able to stop the system to fix it.
+pub struct ControlView {
+    pub queue_directory: PathBuf,
+    pub stop_timeout: Duration,
+    /// The first error in main.cf (file, line, column), if it has one.
+    pub error: Option<conf::ConfError>,
+}
+
+/// Logical lines of main.cf dropped, at most, while reading around its errors.
+const MAX_SKIPPED_ERRORS: usize = 32;
+
+/// Reads main.cf for `stop`, `status` and `reload`. A file with errors is read without the
+/// logical lines that have them (a line and its continuation lines), one at a time, so that
+/// `queue_directory` is still found where it is set correctly; when the file cannot be read at
+/// all, or it is itself the line in error, the default applies.
+pub fn control_view(config_dir: &Path) -> Result<ControlView, InstanceError> {
+    let config_dir = std::fs::canonicalize(config_dir).map_err(|source| InstanceError::Dir {
+        path: config_dir.to_path_buf(),
+        source,
+    })?;
+    let path = config_dir.join("main.cf");
+    let (main, error) = match MainCf::load(&path) {
+        Ok(main) => (main, None),
+        Err(first) => {
+            let mut main = MainCf::defaults();
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let mut line = first.line();
+                for _ in 0..MAX_SKIPPED_ERRORS {
+                    if line == 0 || line > lines.len() {
+                        break;
+                    }
+                    blank_logical_line(&mut lines, line - 1);
+                    match MainCf::parse(&lines.join("\n"), &path) {
+                        Ok(m) => {
+                            main = m;
+                            break;
+                        }
+                        Err(e) => line = e.line(),
+                    }
+                }
+            }
+            (main, Some(first))
+        }
+    };
+    let value = main.get("queue_directory")?;
+    let queue_directory = PathBuf::from(value.trim());
+    if !queue_directory.is_absolute() {
+        return Err(InstanceError::Relative {
+            name: "queue_directory",
+            value,
+        });
+    }
+    let stop_timeout = main
+        .get_time("master_stop_timeout")
+        .or_else(|_| MainCf::defaults().get_time("master_stop_timeout"))?;
+    Ok(ControlView {
+        queue_directory,
+        stop_timeout,
+        error,
+    })
+}
+
+/// Empties the logical line that physical line `index` (0-based) belongs to.
+fn blank_logical_line(lines: &mut [String], index: usize) {
+    let continues = |l: &str| l.starts_with([' ', '\t']) && !l.trim().is_empty();
+    let mut start = index;
+    while start > 0 && continues(&lines[start]) {
+        start -= 1;
+    }
+    let mut end = index + 1;
+    while end < lines.len() && continues(&lines[end]) {
+        end += 1;
+    }
+    for l in &mut lines[start..end] {
+        l.clear();
+    }
+}
+
 pub struct Instance {
     config_dir: PathBuf,
     main: MainCf,
@@ -93,10 +173,6 @@ impl Instance {
 
     pub fn daemon_directory(&self) -> Result<PathBuf, InstanceError> {
         self.absolute("daemon_directory")
-    }
-
-    pub fn stop_timeout(&self) -> Result<Duration, InstanceError> {
-        Ok(self.main.get_time("master_stop_timeout")?)
     }
 
     /// The settings a role's processes run with: main.cf plus the `-o` overrides of the first
@@ -208,5 +284,52 @@ impl Instance {
             }
         }
         Ok(warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str, main_cf: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("postern-instance-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+        dir
+    }
+
+    #[test]
+    fn control_view_reads_around_errors_and_names_the_first() {
+        let dir = scratch(
+            "broken",
+            "queue_directory = /srv/q\n\
+             no_such_name = 1\n  continued\n\
+             master_stop_timeout = 7s\n\
+             $undefined_thing = x\n",
+        );
+        let view = control_view(&dir).unwrap();
+        assert_eq!(view.queue_directory, PathBuf::from("/srv/q"));
+        assert_eq!(view.stop_timeout, Duration::from_secs(7));
+        let e = view.error.expect("the error is reported");
+        // The parser reports a syntax error (line 5) before an unknown name (line 2); both lines
+        // are read around.
+        assert_eq!(e.line(), 5, "{e}");
+        assert!(e.to_string().contains("main.cf:5:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_broken_queue_directory_line_falls_back_to_the_default() {
+        let dir = scratch("default", "queue_directory = $nothing_here\n");
+        let view = control_view(&dir).unwrap();
+        assert_eq!(view.queue_directory, PathBuf::from("/var/spool/postern"));
+        assert!(view.error.is_some());
+        let good = scratch("good", "queue_directory = /srv/q\n");
+        let view = control_view(&good).unwrap();
+        assert!(view.error.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&good);
     }
 }

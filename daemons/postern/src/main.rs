@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use nix::sys::signal::Signal;
 
 use args::Command;
 use control::MasterState;
@@ -240,22 +239,52 @@ fn running_pid(pid_path: &Path) -> anyhow::Result<i32> {
     }
 }
 
+/// `stop`, `status` and `reload` read main.cf even when it has an error; they say so.
+fn control_view(config_dir: &Path) -> anyhow::Result<instance::ControlView> {
+    let view = instance::control_view(config_dir)?;
+    if let Some(e) = &view.error {
+        eprintln!("postern: warning: {e}");
+    }
+    Ok(view)
+}
+
 fn stop(config_dir: &Path) -> anyhow::Result<u8> {
-    let instance = Instance::load(config_dir)?;
-    let pid_path = pid_path(&instance)?;
+    let view = control_view(config_dir)?;
+    let pid_path = control::pid_file(&view.queue_directory);
     let pid = running_pid(&pid_path)?;
-    let timeout = instance.stop_timeout()? + control::STOP_MARGIN;
+    let timeout = view.stop_timeout + control::STOP_MARGIN;
     eprintln!("postern: stopping the mail system");
     control::stop(&pid_path, pid, timeout)?;
     Ok(0)
 }
 
+/// Refuses a configuration that does not load (the running one keeps serving); otherwise asks
+/// the master to reload and waits for its outcome, printing each failure; exit 1 if any.
 fn reload(config_dir: &Path) -> anyhow::Result<u8> {
-    let instance = Instance::load(config_dir)?;
-    let pid = running_pid(&pid_path(&instance)?)?;
+    let view = instance::control_view(config_dir)?;
+    let pid = running_pid(&control::pid_file(&view.queue_directory))?;
+    if let Err(e) = Instance::load(config_dir) {
+        anyhow::bail!(
+            "{e}: not reloaded; the mail system (PID {pid}) keeps its running configuration"
+        )
+    }
     eprintln!("postern: refreshing the mail system");
-    control::signal(pid, Signal::SIGHUP)?;
-    Ok(0)
+    let outcome = control::reload(
+        &control::reload_file(&view.queue_directory),
+        pid,
+        control::RELOAD_TIMEOUT,
+    )?;
+    if outcome.errors.is_empty() {
+        return Ok(0);
+    }
+    for e in &outcome.errors {
+        eprintln!("postern: reload: {e}");
+    }
+    eprintln!(
+        "postern: fatal: the reload had {} problem(s); the rest of the new configuration is in force",
+        outcome.errors.len()
+    );
+    Ok(1)
 }
 
 fn queue_list(config_dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
@@ -273,8 +302,7 @@ fn queue_list(config_dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Res
 }
 
 fn status(config_dir: &Path, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let instance = Instance::load(config_dir)?;
-    let queue_directory = instance.queue_directory()?;
+    let queue_directory = control_view(config_dir)?.queue_directory;
     let pid_path = control::pid_file(&queue_directory);
     match control::inspect(&pid_path)? {
         MasterState::Running { pid } => {
